@@ -1,0 +1,1 @@
+"""The demo city: realistic sample records and (later) simulators of departments' systems."""

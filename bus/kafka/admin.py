@@ -1,0 +1,84 @@
+"""Thin helpers over confluent-kafka's AdminClient."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bus.kafka.config import KafkaSettings, admin_config
+from bus.kafka.exceptions import BrokerUnreachable, KafkaError
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 1
+    replication_factor: int = -1  # broker default: right for one broker and for a cluster
+    config: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def compacted(cls, name: str, partitions: int = 1) -> "TopicSpec":
+        return cls(name, partitions, config={"cleanup.policy": "compact"})
+
+
+def admin(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(admin_config(settings))
+
+
+def wait_for_broker(settings: KafkaSettings, timeout_s: float | None = None) -> AdminClient:
+    """An admin client once the cluster answers metadata, or BrokerUnreachable naming it."""
+    timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
+    client = admin(settings)
+    try:
+        client.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnreachable(settings.bootstrap_servers, timeout, str(exc.args[0])) from exc
+    return client
+
+
+def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout_s: float = 15.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    client = wait_for_broker(settings)
+    existing = set(client.list_topics(timeout=timeout_s).topics)
+    new = [
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+        for s in specs
+        if s.name not in existing
+    ]
+    if not new:
+        return []
+    created = []
+    for name, future in client.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise KafkaError(f"could not create topic {name}: {exc.args[0].str()}") from exc
+    _wait_visible(client, [t.topic for t in new], timeout_s)
+    return created
+
+
+def _wait_visible(client: AdminClient, names: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        topics = client.list_topics(timeout=timeout_s).topics
+        if all(n in topics and not topics[n].error for n in names):
+            return
+        time.sleep(0.05)
+    raise KafkaError(f"topics {names} were created but did not appear in metadata within {timeout_s:g} s")
+
+
+def delete_topics(settings: KafkaSettings, names: list[str], timeout_s: float = 15.0) -> None:
+    if not names:
+        return
+    client = admin(settings)
+    for name, future in client.delete_topics(names, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise KafkaError(f"could not delete topic {name}: {exc.args[0].str()}") from exc

@@ -1,0 +1,195 @@
+"""Every broker and registry client configuration the bus makes is built here.
+
+Nothing else in the bus writes librdkafka keys by hand. Two profiles:
+
+- ``cluster``: a real Kafka cluster named by ``BUS_BOOTSTRAP_SERVERS``. Standard
+  settings only; the lag algorithm and batching stay as Kafka expects.
+- ``embedded``: the embedded tansu broker (BROKER.md). Its workarounds live here and
+  only here: single-record batches (the broker reports the last batch's base offset + 1
+  as the high watermark, so batching makes watermarks, lag and faust table recovery
+  wrong) and a short session timeout (group joins take half of it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+EMBEDDED_DEFAULT_REGISTRY = "http://127.0.0.1:8081"
+
+#: Largest record value the bus accepts (bytes of the encoded value). Kafka's default
+#: ``message.max.bytes`` is about 1 MB; we refuse above it before the broker does.
+MAX_RECORD_BYTES = 1_000_000
+
+Profile = Literal["embedded", "cluster"]
+
+#: librdkafka's own log lines go through Python logging instead of raw stderr.
+LIBRDKAFKA_LOGGER = logging.getLogger("bus.kafka.librdkafka")
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker and the registry are, read from ``BUS_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="BUS_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default=EMBEDDED_DEFAULT_BOOTSTRAP,
+        description="Kafka bootstrap servers, host:port[,host:port]. Unset means the "
+        "embedded broker (`bus broker`) on 127.0.0.1:9092.",
+        examples=["kafka-1.city.local:9092,kafka-2.city.local:9092"],
+    )
+    registry_url: str = Field(
+        default=EMBEDDED_DEFAULT_REGISTRY,
+        description="Base URL of a Confluent-compatible schema registry.",
+        examples=["http://127.0.0.1:8081", "https://registry.city.local"],
+    )
+    kafka_profile: Profile | None = Field(
+        default=None,
+        description="`embedded` applies the embedded broker's workarounds; `cluster` "
+        "never does. Default: `cluster` when BUS_BOOTSTRAP_SERVERS is set, else `embedded`.",
+    )
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long to wait for a broker or registry before giving up.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    registry_username: str | None = None
+    registry_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _default_profile(self) -> "KafkaSettings":
+        if self.kafka_profile is None:
+            explicit = "bootstrap_servers" in self.model_fields_set
+            self.kafka_profile = "cluster" if explicit else "embedded"
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_profile == "embedded"
+
+    def with_broker(self, bootstrap_servers: str, *, embedded: bool) -> "KafkaSettings":
+        """The same settings pointed at another broker (e.g. one started on a free port)."""
+        return self.model_copy(
+            update={
+                "bootstrap_servers": bootstrap_servers,
+                "kafka_profile": "embedded" if embedded else "cluster",
+            }
+        )
+
+    def with_registry(self, registry_url: str) -> "KafkaSettings":
+        return self.model_copy(update={"registry_url": registry_url})
+
+
+def _common(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": client_id,
+        "socket.connection.setup.timeout.ms": int(settings.connect_timeout_s * 1000),
+        "logger": LIBRDKAFKA_LOGGER,
+        "log.connection.close": False,
+    }
+    if settings.security_protocol != "PLAINTEXT":
+        conf["security.protocol"] = settings.security_protocol
+    if settings.sasl_mechanism:
+        conf["sasl.mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username:
+        conf["sasl.username"] = settings.sasl_username
+    if settings.sasl_password is not None:
+        conf["sasl.password"] = settings.sasl_password.get_secret_value()
+    if settings.ssl_ca_location:
+        conf["ssl.ca.location"] = settings.ssl_ca_location
+    return conf
+
+
+def producer_config(
+    settings: KafkaSettings,
+    *,
+    client_id: str,
+    transactional_id: str | None = None,
+    delivery_timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """An idempotent, acks=all producer. With ``transactional_id``, a transactional one."""
+    conf = _common(settings, client_id)
+    conf.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.max.bytes": MAX_RECORD_BYTES + 64 * 1024,
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
+        }
+    )
+    if transactional_id:
+        conf["transactional.id"] = transactional_id
+    if settings.embedded:
+        # One record per batch: the embedded broker's high watermark is only right then.
+        conf["linger.ms"] = 0
+        conf["batch.num.messages"] = 1
+    return conf
+
+
+def consumer_config(
+    settings: KafkaSettings,
+    *,
+    group_id: str,
+    client_id: str,
+    read_committed: bool = True,
+    from_beginning: bool = True,
+) -> dict[str, Any]:
+    """A consumer that commits explicitly and reads only committed transactions."""
+    conf = _common(settings, client_id)
+    conf.update(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        }
+    )
+    if settings.embedded:
+        conf["session.timeout.ms"] = 6000
+        conf["heartbeat.interval.ms"] = 1000
+    return conf
+
+
+def admin_config(settings: KafkaSettings, *, client_id: str = "bus-admin") -> dict[str, Any]:
+    return _common(settings, client_id)
+
+
+def faust_settings(settings: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for ``faust.App`` (aiokafka driver; the confluent driver does not
+    consume on the embedded broker)."""
+    servers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
+    conf: dict[str, Any] = {"broker": servers}
+    if settings.embedded:
+        conf.update(
+            {
+                "broker_session_timeout": 6.0,
+                "broker_heartbeat_interval": 1.0,
+                "producer_linger": 0.0,
+                "producer_max_batch_size": 1,
+            }
+        )
+    return conf
+
+
+def registry_client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """Configuration for confluent-kafka's ``SchemaRegistryClient``."""
+    conf: dict[str, Any] = {
+        "url": settings.registry_url,
+        "timeout": max(1, int(settings.connect_timeout_s)),
+        # Retries are ours to bound: a dead registry must be reported, not waited on.
+        "max.retries": 1,
+    }
+    if settings.registry_username:
+        password = settings.registry_password.get_secret_value() if settings.registry_password else ""
+        conf["basic.auth.user.info"] = f"{settings.registry_username}:{password}"
+    return conf

@@ -1,0 +1,112 @@
+"""JSON records against schemas: every problem found, named by field, with what to write."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+
+import pytest
+
+from bus.demo.samples import GENERATORS
+from bus.schemas import wire
+from bus.schemas.catalog import SchemaCatalog
+from bus.schemas.exceptions import RecordInvalid, WireFormatError
+from bus.schemas.records import to_datum, to_json
+
+ROOT = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> SchemaCatalog:
+    return SchemaCatalog.load(ROOT)
+
+
+def alarm(**overrides: object) -> dict:
+    record = {
+        "alarm_id": "6f1c2f3e-1111-4a4a-9b9b-123456789abc",
+        "camera_id": "CAM-CC-00012",
+        "alarm_type": "FIRE_SMOKE",
+        "severity": "HIGH",
+        "occurred_at": "2026-11-23T08:30:00+08:00",
+    }
+    record.update(overrides)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+BAD = [
+    ("wrong type", alarm(camera_id=42), "camera_id", "expected a string, got the number 42"),
+    ("missing required", alarm(severity=...), "severity", "required field is missing (one of LOW, MEDIUM, HIGH, CRITICAL)"),
+    ("unknown enum symbol", alarm(alarm_type="EXPLOSION"), "alarm_type", "is not one of INTRUSION"),
+    ("unknown field", alarm(colour="red"), "colour", "unknown field"),
+    ("bad uuid", alarm(alarm_id="not-a-uuid"), "alarm_id", "is not a UUID"),
+    ("time without offset", alarm(occurred_at="2026-11-23T08:30:00"), "occurred_at", "has no UTC offset"),
+    ("time not a time", alarm(occurred_at="yesterday"), "occurred_at", "not an RFC 3339 time"),
+    ("null for a required field", alarm(camera_id=None), "camera_id", "expected a string, got null"),
+    ("bool for an int", alarm(count=True), "count", "expected an integer, got a boolean"),
+    ("int out of range", alarm(count=2**31), "count", "out of range for int"),
+    ("nested record field", alarm(location={"latitude": 23.0, "longitude": 113.1, "district": "XIQIAO"}),
+     "location.district", "is not one of CHANCHENG"),
+    ("nested missing", alarm(location={"latitude": 23.0}), "location.longitude", "required field is missing"),
+    ("object where a string goes", alarm(description={"text": "x"}), "description", "expected a string"),
+]
+
+
+@pytest.mark.parametrize(("case", "record", "path", "problem"), BAD, ids=[b[0] for b in BAD])
+def test_bad_records_name_the_field_and_the_problem(
+    catalog: SchemaCatalog, case: str, record: dict, path: str, problem: str
+) -> None:
+    with pytest.raises(RecordInvalid) as info:
+        to_datum(catalog.get("camera_alarm"), record)
+    found = {p.path: p.problem for p in info.value.problems}
+    assert path in found, found
+    assert problem in found[path]
+
+
+def test_every_problem_is_reported_at_once(catalog: SchemaCatalog) -> None:
+    with pytest.raises(RecordInvalid) as info:
+        to_datum(catalog.get("camera_alarm"), alarm(camera_id=1, severity=..., alarm_type="X"))
+    assert {p.path for p in info.value.problems} == {"camera_id", "severity", "alarm_type"}
+
+
+@pytest.mark.parametrize("value", [[], "text", 3, None])
+def test_a_record_must_be_an_object(catalog: SchemaCatalog, value: object) -> None:
+    with pytest.raises(RecordInvalid, match="expected a JSON object"):
+        to_datum(catalog.get("camera_alarm"), value)
+
+
+def test_defaults_fill_missing_optional_fields(catalog: SchemaCatalog) -> None:
+    datum = to_datum(catalog.get("camera_alarm"), alarm())
+    assert datum["count"] == 1 and datum["location"] is None
+    assert datum["occurred_at"] == dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc)
+
+
+def test_epoch_millis_and_dates(catalog: SchemaCatalog) -> None:
+    event = catalog.get("population_change")
+    datum = to_datum(event, {"change_id": "6f1c2f3e-1111-4a4a-9b9b-123456789abc", "person_id": "P1",
+                             "change_type": "BIRTH", "effective_date": "2026-11-20", "recorded_at": 0,
+                             "birth_date": "2026-11-20"})
+    assert datum["recorded_at"] == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    assert datum["birth_date"] == dt.date(2026, 11, 20)
+    with pytest.raises(RecordInvalid, match="birth_date: the string '20/11/2026' is not a date; write YYYY-MM-DD"):
+        to_datum(event, {**datum, "recorded_at": 0, "effective_date": "2026-11-20",
+                         "change_id": "6f1c2f3e-1111-4a4a-9b9b-123456789abc", "birth_date": "20/11/2026"})
+
+
+@pytest.mark.parametrize("event_type", sorted(GENERATORS))
+def test_samples_round_trip_through_the_wire_format(catalog: SchemaCatalog, event_type: str) -> None:
+    rng = random.Random(7)
+    event = catalog.get(event_type)
+    for _ in range(50):
+        record = GENERATORS[event_type](rng)
+        datum = to_datum(event, record)
+        value = wire.encode(12, event.parsed, datum)
+        assert value[0] == 0 and wire.schema_id_of(value) == 12
+        decoded = wire.decode_body(value, event.parsed)
+        assert to_json(decoded) == to_json(datum)
+
+
+@pytest.mark.parametrize(("value", "message"), [(b"", "too short"), (b"\x01\x00\x00\x00\x01abc", "magic byte 1")])
+def test_values_not_in_the_wire_format_are_refused(value: bytes, message: str) -> None:
+    with pytest.raises(WireFormatError, match=message):
+        wire.schema_id_of(value)
