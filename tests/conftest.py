@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.registry",
+    "tests.fixtures.city",
 ]

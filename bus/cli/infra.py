@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from bus.cli.app import app
+from bus.cli.options import TopologyOption
+from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.config import KafkaSettings
+from bus.registry.server import serve_forever
+from bus.runtime.up import publish_demo_samples, run_city
+
+
+def _wait_for_ctrl_c() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def broker(
+    port: int = typer.Option(9092, "--port", help="Port on 127.0.0.1."),
+) -> None:
+    """Run the embedded Kafka-compatible broker in the foreground (memory only)."""
+    running = EmbeddedBroker(port, die_with_parent=True).start()
+    typer.echo(
+        f"embedded Kafka broker on {running.bootstrap_servers} (pid {running.pid}, memory only: "
+        f"everything is lost when it stops; log: {running.log_path}). Ctrl-C stops it."
+    )
+    try:
+        _wait_for_ctrl_c()
+    finally:
+        running.stop()
+
+
+@app.command()
+def registry(
+    port: int = typer.Option(8081, "--port", help="Port to serve the registry API on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    topic: str = typer.Option("_bus_schemas", "--topic", help="Compacted topic that stores the schemas."),
+) -> None:
+    """Run the embedded schema registry (Confluent REST API subset) in the foreground."""
+    serve_forever(KafkaSettings(), host=host, port=port, topic=topic)
+
+
+@app.command()
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Also publish sample events of every type (and, later, run the departments' simulators)."),
+    samples: int = typer.Option(5, "--samples", help="With --demo: sample records per event type."),
+    broker_port: int = typer.Option(9092, "--broker-port", help="Port of the embedded broker."),
+    registry_port: int = typer.Option(8081, "--registry-port", help="Port of the embedded registry."),
+    topology: Path = TopologyOption,
+    exit_after_start: bool = typer.Option(False, "--exit-after-start", hidden=True),
+) -> None:
+    """Run the bus: broker, registry, topics and schemas of the topology (Ctrl-C stops)."""
+    with run_city(topology, settings=KafkaSettings(), broker_port=broker_port, registry_port=registry_port, say=typer.echo) as city:
+        if demo:
+            total = publish_demo_samples(city, samples, typer.echo)
+            typer.echo(f"demo: {total} records published; read them with `bus tail camera_alarm`")
+        typer.echo(
+            f"ready: broker {city.settings.bootstrap_servers}, registry {city.settings.registry_url}. Ctrl-C stops."
+        )
+        if not exit_after_start:
+            _wait_for_ctrl_c()

@@ -1,0 +1,1 @@
+"""Reading records back: decoding wire-format values by their schema id, and `bus tail`."""

@@ -1,0 +1,35 @@
+"""Decoding Confluent wire-format values with writer schemas fetched by id from the registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bus.registry.client import registry_call
+from bus.schemas import wire
+from bus.schemas.records import to_json
+
+
+class Decoder:
+    """Decodes values of any registered schema; parsed schemas are cached by id."""
+
+    def __init__(self, registry: SchemaRegistryClient) -> None:
+        self._registry = registry
+        self._parsed: dict[int, Any] = {}
+
+    def writer_schema(self, schema_id: int) -> Any:
+        if schema_id not in self._parsed:
+            registered = registry_call(self._registry, lambda: self._registry.get_schema(schema_id))
+            self._parsed[schema_id] = fastavro.parse_schema(json.loads(registered.schema_str), _write_hint=False)
+        return self._parsed[schema_id]
+
+    def decode(self, value: bytes) -> Any:
+        """The datum in a wire-format value (WireFormatError if it is not one)."""
+        schema_id = wire.schema_id_of(value)
+        return wire.decode_body(value, self.writer_schema(schema_id))
+
+    def decode_json(self, value: bytes) -> Any:
+        return to_json(self.decode(value))

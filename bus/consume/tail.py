@@ -1,0 +1,117 @@
+"""`bus tail`: decoded records of one or more topics as JSON lines.
+
+Reads by partition assignment, not by a consumer group: nothing is committed and a
+tail never joins (or disturbs) a group that does real work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+from bus.consume.decoder import Decoder
+from bus.kafka.admin import wait_for_broker
+from bus.kafka.config import KafkaSettings, consumer_config
+from bus.kafka.exceptions import KafkaError
+from bus.registry.client import registry_client
+from bus.schemas.exceptions import SchemaError
+
+
+@dataclass(frozen=True)
+class TailedRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    headers: dict[str, str]
+    value: Any  # decoded JSON-ready record, or None for a tombstone
+    error: str | None = None  # set when the value could not be decoded
+
+    def as_json(self, with_headers: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"topic": self.topic, "partition": self.partition, "offset": self.offset, "key": self.key}
+        if with_headers:
+            out["headers"] = self.headers
+        if self.error:
+            out["error"] = self.error
+        else:
+            out["value"] = self.value
+        return out
+
+
+def tail(
+    settings: KafkaSettings,
+    topics: list[str],
+    *,
+    from_beginning: bool = True,
+    max_records: int | None = None,
+    idle_timeout_s: float | None = None,
+    exit_at_end: bool = False,
+) -> Iterator[TailedRecord]:
+    """Yield decoded records; stop after ``max_records``, after ``idle_timeout_s`` without
+    one, or (``exit_at_end``) once every partition is read up to its end at the start."""
+    admin = wait_for_broker(settings)
+    metadata = admin.list_topics(timeout=settings.connect_timeout_s)
+    missing = [t for t in topics if t not in metadata.topics]
+    if missing:
+        raise KafkaError(
+            f"topic(s) {', '.join(missing)} do not exist yet on {settings.bootstrap_servers}; "
+            "publish to the event type first, or run `bus up` to create the city's topics"
+        )
+    decoder = Decoder(registry_client(settings))
+    consumer = Consumer(consumer_config(settings, group_id="bus-tail", client_id="bus-tail"))
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    partitions = [TopicPartition(t, p, start) for t in topics for p in sorted(metadata.topics[t].partitions)]
+    consumer.assign(partitions)
+    ends = _end_offsets(consumer, partitions, settings.connect_timeout_s) if exit_at_end else {}
+    count = 0
+    last = time.monotonic()
+    try:
+        while max_records is None or count < max_records:
+            if exit_at_end and _reached(consumer, ends):
+                return
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                    return
+                continue
+            if msg.error():
+                if msg.error().code() == msg.error()._PARTITION_EOF:
+                    continue
+                raise KafkaError(f"reading {msg.topic()}: {msg.error().str()}")
+            last = time.monotonic()
+            count += 1
+            yield _record(decoder, msg)
+    finally:
+        consumer.close()
+
+
+def _end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout: float) -> dict[tuple[str, int], int]:
+    return {
+        (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in partitions
+    }
+
+
+def _reached(consumer: Consumer, ends: dict[tuple[str, int], int]) -> bool:
+    # The position, not the last record's offset: transaction markers occupy offsets too.
+    positions = consumer.position([TopicPartition(t, p) for t, p in ends])
+    for tp in positions:
+        end = ends[(tp.topic, tp.partition)]
+        if end > 0 and (tp.offset < 0 or tp.offset < end):
+            return False
+    return True
+
+
+def _record(decoder: Decoder, msg: Any) -> TailedRecord:
+    headers = {k: v.decode("utf-8", "replace") if v is not None else "" for k, v in (msg.headers() or [])}
+    key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
+    value, error = None, None
+    if msg.value() is not None:
+        try:
+            value = decoder.decode_json(msg.value())
+        except SchemaError as exc:
+            error = str(exc)
+    return TailedRecord(msg.topic(), msg.partition(), msg.offset(), key, headers, value, error)

@@ -1,0 +1,1 @@
+"""Running the bus: `bus up` (everything in one process tree)."""

@@ -1,0 +1,101 @@
+"""`bus up`: the broker (embedded unless BUS_BOOTSTRAP_SERVERS names a cluster), the
+embedded registry (unless BUS_REGISTRY_URL names one), the city's topics and schemas, and
+with ``demo`` a sample of every event type published by its owner department.
+
+Later issues add the router, the processors, the connectors and the page here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus.demo.samples import sample
+from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
+from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.config import KafkaSettings
+from bus.publish import Publisher
+from bus.registry.client import registry_client
+from bus.registry.server import EmbeddedRegistry
+from bus.schemas.registration import ensure_registered
+from bus.topology.loader import load_topology
+from bus.topology.models import Topology
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class RunningCity:
+    settings: KafkaSettings
+    topology: Topology
+    broker: EmbeddedBroker | None
+    registry: EmbeddedRegistry | None
+
+
+def prepare_topics_and_schemas(topology: Topology, settings: KafkaSettings, say: Say) -> None:
+    """Create every canonical topic and register every event schema (idempotent)."""
+    created = ensure_topics(settings, [TopicSpec(et.topic, et.partitions) for et in topology.event_types])
+    say(f"topics: {len(topology.event_types)} canonical topics ready ({len(created)} created)")
+    client = registry_client(settings)
+    for et in topology.event_types:
+        schema_id = ensure_registered(client, et.subject, topology.schema_for(et.name), str(et.compatibility))
+        say(f"schema: {et.subject} registered as id {schema_id} ({et.compatibility})")
+
+
+@contextlib.contextmanager
+def run_city(
+    topology_path: Path,
+    *,
+    settings: KafkaSettings | None = None,
+    start_broker: bool | None = None,
+    start_registry: bool | None = None,
+    broker_port: int | None = None,
+    registry_port: int | None = None,
+    say: Say = print,
+) -> Iterator[RunningCity]:
+    """Start the city's infrastructure; stop it all when the block ends.
+
+    By default the embedded broker starts unless ``BUS_BOOTSTRAP_SERVERS`` names a
+    cluster, and the embedded registry unless ``BUS_REGISTRY_URL`` names one."""
+    if start_broker is None:
+        start_broker = not os.environ.get("BUS_BOOTSTRAP_SERVERS")
+    if start_registry is None:
+        start_registry = not os.environ.get("BUS_REGISTRY_URL")
+    topology = load_topology(topology_path)
+    say(f"topology: {topology_path} ({len(topology.departments)} departments, "
+        f"{len(topology.event_types)} event types, {len(topology.subscriptions)} subscriptions)")
+    settings = settings or KafkaSettings()
+    with contextlib.ExitStack() as stack:
+        broker = None
+        if start_broker:
+            say("broker: starting the embedded Kafka broker (memory only) ...")
+            broker = stack.enter_context(EmbeddedBroker(broker_port))
+            settings = settings.with_broker(broker.bootstrap_servers, embedded=True)
+        wait_for_broker(settings)
+        say(f"broker: {settings.bootstrap_servers} ({settings.kafka_profile} profile)")
+        registry = None
+        if start_registry:
+            say("registry: starting the embedded schema registry ...")
+            registry = stack.enter_context(EmbeddedRegistry(settings, port=registry_port))
+            settings = settings.with_registry(registry.url)
+        say(f"registry: {settings.registry_url}")
+        prepare_topics_and_schemas(topology, settings, say)
+        yield RunningCity(settings, topology, broker, registry)
+        say("stopping ...")
+
+
+def publish_demo_samples(city: RunningCity, per_type: int, say: Say, seed: int | None = None) -> int:
+    """Publish ``per_type`` sample records of every event type as its owner department."""
+    rng = random.Random(seed)
+    total = 0
+    with Publisher(city.topology, city.settings, client_id="bus-demo") as publisher:
+        for et in city.topology.event_types:
+            for _ in range(per_type):
+                publisher.publish(et.name, et.owner, sample(et.name, rng))
+            total += per_type
+            say(f"demo: published {per_type} {et.name} as {et.owner} to {et.topic}")
+    return total
