@@ -37,5 +37,5 @@ def register(topology: Path = TopologyOption) -> None:
     wait_for_registry(settings)
     client = registry_client(settings)
     for et in topo.event_types:
-        schema_id = ensure_registered(client, et.subject, topo.schema_for(et.name), str(et.compatibility))
+        schema_id = ensure_registered(client, et.subject, topo.schema_for(et.name).canonical_json(), str(et.compatibility))
         typer.echo(f"{et.subject}: schema id {schema_id} ({et.compatibility})")

@@ -7,9 +7,11 @@ from typing import Any
 
 import fastavro
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bus.registry.client import registry_call
 from bus.schemas import wire
+from bus.schemas.exceptions import WireFormatError
 from bus.schemas.records import to_json
 
 
@@ -22,14 +24,21 @@ class Decoder:
 
     def writer_schema(self, schema_id: int) -> Any:
         if schema_id not in self._parsed:
-            registered = registry_call(self._registry, lambda: self._registry.get_schema(schema_id))
+            try:
+                registered = registry_call(self._registry, lambda: self._registry.get_schema(schema_id))
+            except SchemaRegistryError as exc:
+                if exc.error_code != 40403:
+                    raise
+                # Bad data, not an outage: the record names a schema no registry holds.
+                raise WireFormatError(f"schema id {schema_id} is not known to the registry") from exc
             self._parsed[schema_id] = fastavro.parse_schema(json.loads(registered.schema_str), _write_hint=False)
         return self._parsed[schema_id]
 
-    def decode(self, value: bytes) -> Any:
-        """The datum in a wire-format value (WireFormatError if it is not one)."""
+    def decode(self, value: bytes, reader_schema: Any | None = None) -> Any:
+        """The datum in a wire-format value (WireFormatError if it is not one), resolved
+        to ``reader_schema`` when given (Avro schema resolution)."""
         schema_id = wire.schema_id_of(value)
-        return wire.decode_body(value, self.writer_schema(schema_id))
+        return wire.decode_body(value, self.writer_schema(schema_id), reader_schema)
 
     def decode_json(self, value: bytes) -> Any:
         return to_json(self.decode(value))

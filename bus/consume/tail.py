@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import wait_for_broker
@@ -62,11 +62,15 @@ def tail(
             "publish to the event type first, or run `bus up` to create the city's topics"
         )
     decoder = Decoder(registry_client(settings))
-    consumer = Consumer(consumer_config(settings, group_id="bus-tail", client_id="bus-tail"))
-    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    partitions = [TopicPartition(t, p, start) for t in topics for p in sorted(metadata.topics[t].partitions)]
-    consumer.assign(partitions)
-    ends = _end_offsets(consumer, partitions, settings.connect_timeout_s) if exit_at_end else {}
+    consumer = Consumer(consumer_config(settings, group_id="bus-tail", client_id="bus-tail", max_fetch_wait_ms=50))
+    # Explicit start offsets from the watermarks: cheaper than letting the fetcher resolve
+    # OFFSET_BEGINNING/END partition by partition, and the ends serve exit_at_end.
+    partitions = [TopicPartition(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
+    marks = _watermarks(consumer, partitions, settings.connect_timeout_s)
+    consumer.assign(
+        [TopicPartition(tp.topic, tp.partition, marks[(tp.topic, tp.partition)][0 if from_beginning else 1]) for tp in partitions]
+    )
+    ends = {k: high for k, (_, high) in marks.items()} if exit_at_end else {}
     count = 0
     last = time.monotonic()
     try:
@@ -89,10 +93,10 @@ def tail(
         consumer.close()
 
 
-def _end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout: float) -> dict[tuple[str, int], int]:
-    return {
-        (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in partitions
-    }
+def _watermarks(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float
+) -> dict[tuple[str, int], tuple[int, int]]:
+    return {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout) for tp in partitions}
 
 
 def _reached(consumer: Consumer, ends: dict[tuple[str, int], int]) -> bool:

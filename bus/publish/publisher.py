@@ -95,7 +95,7 @@ class Publisher:
             et = self.topology.event_type(event_type)
             ensure_topics(self.settings, [TopicSpec(et.topic, et.partitions)])
             self._schema_ids[event_type] = ensure_registered(
-                self._registry, et.subject, self.topology.schema_for(event_type), str(et.compatibility)
+                self._registry, et.subject, self.topology.schema_for(event_type).canonical_json(), str(et.compatibility)
             )
         return self._schema_ids[event_type]
 

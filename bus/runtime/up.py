@@ -42,7 +42,7 @@ def prepare_topics_and_schemas(topology: Topology, settings: KafkaSettings, say:
     say(f"topics: {len(topology.event_types)} canonical topics ready ({len(created)} created)")
     client = registry_client(settings)
     for et in topology.event_types:
-        schema_id = ensure_registered(client, et.subject, topology.schema_for(et.name), str(et.compatibility))
+        schema_id = ensure_registered(client, et.subject, topology.schema_for(et.name).canonical_json(), str(et.compatibility))
         say(f"schema: {et.subject} registered as id {schema_id} ({et.compatibility})")
 
 

@@ -81,7 +81,7 @@ class EventSchema:
         return fastavro.parse_schema(self.schema, _write_hint=False)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.schema, separators=(",", ":"), sort_keys=False)
+        return schema_json(self.schema)
 
     def field(self, path: str) -> FieldInfo | None:
         """A top-level or nested field by dotted path, or None."""
@@ -157,6 +157,11 @@ class SchemaCatalog:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._events.values())
+
+
+def schema_json(schema: dict[str, Any]) -> str:
+    """The one JSON form in which the bus writes schemas (what the registry stores)."""
+    return json.dumps(schema, separators=(",", ":"), sort_keys=False)
 
 
 def _read_json(path: Path) -> Any:

@@ -7,22 +7,19 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bus.registry.client import registry_call
-from bus.schemas.catalog import EventSchema
 from bus.schemas.exceptions import SchemaIncompatible
 
 _NOT_FOUND = {40401, 40403}
 
 
-def avro_schema(event: EventSchema) -> Schema:
-    return Schema(event.canonical_json(), schema_type="AVRO")
+def avro_schema(schema_json: str) -> Schema:
+    return Schema(schema_json, schema_type="AVRO")
 
 
-def ensure_registered(
-    client: SchemaRegistryClient, subject: str, event: EventSchema, compatibility: str
-) -> int:
-    """The schema id of ``event`` under ``subject``, registering it (after setting the
+def ensure_registered(client: SchemaRegistryClient, subject: str, schema_json: str, compatibility: str) -> int:
+    """The schema id of ``schema_json`` under ``subject``, registering it (after setting the
     subject's compatibility mode) when this exact schema is not registered yet."""
-    schema = avro_schema(event)
+    schema = avro_schema(schema_json)
     try:
         return registry_call(client, lambda: client.lookup_schema(subject, schema)).schema_id
     except SchemaRegistryError as exc:

@@ -50,7 +50,7 @@ def test_round_trip_publish_consume_decode_equals_the_input(city: City, event_ty
     got = read_topic(city.settings, et.topic)
     assert len(got) == len(records)
     by_ce_id = {g.headers["ce_id"]: g for g in got}
-    registered_id = registry_client(city.settings).lookup_schema(et.subject, avro_schema(topo.schema_for(event_type))).schema_id
+    registered_id = registry_client(city.settings).lookup_schema(et.subject, avro_schema(topo.schema_for(event_type).canonical_json())).schema_id
     for record, ack in zip(records, published):
         seen = by_ce_id[ack.ce_id]
         assert seen.value == to_json(to_datum(topo.schema_for(event_type), record))

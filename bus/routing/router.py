@@ -1,0 +1,328 @@
+"""The router: a confluent-kafka consume-transform-produce loop in Kafka transactions.
+
+Each batch read from the canonical topics is routed to the subscription topics and its
+input offsets are committed in the same transaction, so a crash neither loses nor
+duplicates a routed record on a broker that implements transactions.
+
+The embedded broker hides open transactions from read_committed readers but shows the
+records of *aborted* ones (a killed router's open transaction is aborted when its
+successor fences it). On that profile the router therefore also recovers by source
+position: every output carries ``bus_src`` (canonical topic, partition, offset), and when
+a canonical partition is assigned the router reads the tail of each output partition and
+skips outputs that are already visible. With Kafka proper that scan is not needed (aborted
+records are invisible) and is skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from bus.consume.decoder import Decoder
+from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
+from bus.kafka.config import KafkaSettings, consumer_config, producer_config
+from bus.registry.client import registry_client
+from bus.routing.exceptions import RoutingError
+from bus.routing.plan import Route, build_routes
+from bus.schemas import wire
+from bus.schemas.catalog import schema_json
+from bus.schemas.exceptions import SchemaError
+from bus.schemas.registration import ensure_registered
+from bus.topology.models import Topology, topic_name
+
+log = structlog.get_logger(__name__)
+
+SRC_HEADER = "bus_src"
+DLQ_PREFIX = "__connect.errors."
+
+
+def router_group(topology: Topology) -> str:
+    return topic_name(topology.namespace, "bus-router")
+
+
+def router_dlq_topic(topology: Topology) -> str:
+    return topic_name(topology.namespace, "bus-router-dlq")
+
+
+def partition_for(key: bytes | None, partitions: int, fallback: int) -> int:
+    """Deterministic partition of a key (CRC32, as librdkafka's consistent partitioner);
+    keyless records keep the canonical partition number (modulo the output's count)."""
+    if key is None:
+        return fallback % partitions
+    return zlib.crc32(key) % partitions
+
+
+@dataclass
+class RouterStats:
+    records_in: int = 0
+    records_out: int = 0
+    filtered_out: int = 0
+    dead_letters: int = 0
+    skipped_on_recovery: int = 0
+    transactions: int = 0
+    per_subscription: dict[str, int] = field(default_factory=dict)
+
+
+class Router:
+    """Routes every canonical topic of ``topology`` to its subscription topics."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        settings: KafkaSettings,
+        *,
+        instance: str = "0",
+        batch_size: int = 500,
+        environ: dict[str, str] | None = None,
+        on_batch: Callable[[RouterStats], None] | None = None,
+    ) -> None:
+        self.topology = topology
+        self.settings = settings
+        self.batch_size = batch_size
+        self.routes = build_routes(topology, environ)
+        self.stats = RouterStats()
+        self._on_batch = on_batch
+        self._by_topic = {topology.event_type(et).topic: (et, routes) for et, routes in self.routes.items()}
+        self._canonical = {topology.event_type(et).topic: topology.schema_for(et) for et in self.routes}
+        self._skip: dict[tuple[str, int, str, int], int] = {}
+        self._registry = registry_client(settings)
+        self._decoder = Decoder(self._registry)
+        self._transactional_id = topic_name(topology.namespace, f"bus-router-{instance}")
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self.assigned = threading.Event()
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the subscription and dead-letter topics and register every route's schema."""
+        wait_for_broker(self.settings)
+        specs = [TopicSpec(r.topic, r.partitions) for routes in self.routes.values() for r in routes]
+        specs += [TopicSpec(self.topology.event_type(et).topic, self.topology.event_type(et).partitions) for et in self.routes]
+        specs.append(TopicSpec(router_dlq_topic(self.topology), 1))
+        ensure_topics(self.settings, specs)
+        for routes in self.routes.values():
+            for route in routes:
+                route.schema_id = ensure_registered(
+                    self._registry, route.subject, schema_json(route.schema), route.compatibility
+                )
+
+    def _open(self) -> None:
+        self._producer = Producer(
+            producer_config(self.settings, client_id="bus-router", transactional_id=self._transactional_id)
+        )
+        self._producer.init_transactions(self.settings.connect_timeout_s + 20)
+        self._consumer = Consumer(
+            consumer_config(self.settings, group_id=router_group(self.topology), client_id="bus-router")
+        )
+        self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.settings.embedded:
+            committed = consumer.committed(partitions, timeout=self.settings.connect_timeout_s)
+            for tp in committed:
+                self._recover(tp.topic, tp.partition, max(tp.offset, 0))
+        log.info("router assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.clear()
+
+    def _recover(self, topic: str, partition: int, committed: int) -> None:
+        """Find outputs of ``topic[partition]`` at or after ``committed`` that are already
+        visible (an aborted transaction's records, on the embedded broker)."""
+        _, routes = self._by_topic[topic]
+        reader = Consumer(
+            consumer_config(self.settings, group_id="bus-router-recovery", client_id="bus-router-recovery")
+        )
+        try:
+            for route in routes:
+                for q in range(route.partitions):
+                    tp = TopicPartition(route.topic, q)
+                    low, high = reader.get_watermark_offsets(tp, timeout=self.settings.connect_timeout_s)
+                    start = max(low, high - self.batch_size)
+                    if high <= start:
+                        continue
+                    highest = self._scan(reader, TopicPartition(route.topic, q, start), high, topic, partition)
+                    if highest >= committed:
+                        self._skip[(route.topic, q, topic, partition)] = highest
+                        log.warning(
+                            "router recovery: outputs of an unfinished transaction are visible; skipping them",
+                            subscription=route.subscription,
+                            source=f"{topic}[{partition}]",
+                            up_to_offset=highest,
+                        )
+        finally:
+            reader.close()
+
+    def _scan(self, reader: Consumer, start: TopicPartition, high: int, topic: str, partition: int) -> int:
+        reader.assign([start])
+        highest = -1
+        deadline = time.monotonic() + self.settings.connect_timeout_s + 10
+        prefix = f"{topic}:{partition}:".encode()
+        while time.monotonic() < deadline:
+            msg = reader.poll(0.2)
+            if msg is not None and not msg.error():
+                for key, value in msg.headers() or []:
+                    if key == SRC_HEADER and value and value.startswith(prefix):
+                        highest = max(highest, int(value[len(prefix):]))
+                if msg.offset() >= high - 1:
+                    break
+            position = reader.position([TopicPartition(start.topic, start.partition)])[0].offset
+            if position >= high:
+                break
+        return highest
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Route until ``stop`` is set. Returns after the last transaction is committed."""
+        if any(r.schema_id is None for routes in self.routes.values() for r in routes):
+            self.prepare()
+        self._open()
+        assert self._consumer is not None and self._producer is not None
+        try:
+            while not stop.is_set():
+                messages = self._consumer.consume(self.batch_size, 0.2)
+                batch = [m for m in messages if not self._transport_error(m)]
+                if batch:
+                    self._route_batch(batch)
+        finally:
+            self.close()
+
+    def _transport_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("router read error", error=err.str(), topic=msg.topic())
+        return True
+
+    def _route_batch(self, batch: list[Message]) -> None:
+        assert self._consumer is not None and self._producer is not None
+        started = time.monotonic()
+        producer = self._producer
+        producer.begin_transaction()
+        try:
+            for msg in batch:
+                self._route_one(msg)
+            producer.send_offsets_to_transaction(
+                self._consumer.position(self._consumer.assignment()),
+                self._consumer.consumer_group_metadata(),
+                self.settings.connect_timeout_s + 20,
+            )
+            producer.commit_transaction(self.settings.connect_timeout_s + 20)
+        except KafkaException as exc:
+            self._abort_and_rewind(exc)
+            return
+        self.stats.transactions += 1
+        log.debug("router transaction committed", records=len(batch), seconds=round(time.monotonic() - started, 4))
+        if self._on_batch:
+            self._on_batch(self.stats)
+
+    def _abort_and_rewind(self, exc: KafkaException) -> None:
+        assert self._consumer is not None and self._producer is not None
+        error = exc.args[0]
+        if error.fatal() or not error.txn_requires_abort() and not error.retriable():
+            raise RoutingError(f"the router's transaction failed and cannot go on: {error.str()}") from exc
+        log.warning("router transaction aborted; the batch will be routed again", error=error.str())
+        self._producer.abort_transaction(self.settings.connect_timeout_s + 20)
+        committed = self._consumer.committed(self._consumer.assignment(), timeout=self.settings.connect_timeout_s)
+        for tp in committed:
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+    def _route_one(self, msg: Message) -> None:
+        assert self._producer is not None
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        self.stats.records_in += 1
+        _, routes = self._by_topic[topic]
+        headers = [(k, v) for k, v in (msg.headers() or []) if k != SRC_HEADER]
+        headers.append((SRC_HEADER, f"{topic}:{partition}:{offset}".encode()))
+        value = msg.value()
+        record: dict[str, Any] | None = None
+        for route in routes:
+            try:
+                if route.untouched:
+                    out_key, out_value = msg.key(), value
+                else:
+                    if record is None:
+                        record = self._decode(topic, value)
+                    if not route.predicate(record):
+                        self.stats.filtered_out += 1
+                        continue
+                    projected = route.project(record)
+                    out_key = route.key_for(projected, msg.key())
+                    out_value = wire.encode(route.schema_id, route.parsed, projected)  # type: ignore[arg-type]
+            except (SchemaError, ValueError, TypeError, KeyError) as exc:
+                self._dead_letter(msg, route, exc)
+                return  # the record is bad for every route: dead-lettered once
+            q = partition_for(out_key, route.partitions, partition)
+            if self._skip.get((route.topic, q, topic, partition), -1) >= offset:
+                self.stats.skipped_on_recovery += 1
+                continue
+            self._produce(route.topic, q, out_key, out_value, headers)
+            self.stats.records_out += 1
+            self.stats.per_subscription[route.subscription] = self.stats.per_subscription.get(route.subscription, 0) + 1
+
+    def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list) -> None:
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, partition=partition, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _decode(self, topic: str, value: bytes | None) -> dict[str, Any]:
+        if value is None:
+            raise SchemaError("a null value (tombstone) on a canonical topic has nothing to route")
+        return self._decoder.decode(value, self._canonical[topic].parsed)
+
+    def _dead_letter(self, msg: Message, route: Route, exc: Exception) -> None:
+        """A record the router cannot route goes, in the same transaction, to the router's
+        dead-letter topic with Kafka Connect's error headers; its offset is committed."""
+        headers = list(msg.headers() or []) + [
+            (DLQ_PREFIX + name, str(value).encode("utf-8"))
+            for name, value in {
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "connector.name": "bus-router",
+                "task.id": self._transactional_id,
+                "stage": "TRANSFORMATION",
+                "class.name": type(self).__qualname__,
+                "exception.class.name": type(exc).__qualname__,
+                "exception.message": str(exc),
+                "exception.stacktrace": "".join(traceback.format_exception(exc))[-4000:],
+            }.items()
+        ]
+        self._produce(router_dlq_topic(self.topology), 0, msg.key(), msg.value(), headers)
+        self.stats.dead_letters += 1
+        log.warning(
+            "record dead-lettered by the router",
+            subscription=route.subscription,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            error=str(exc),
+        )
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            finally:
+                self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None

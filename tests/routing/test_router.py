@@ -1,0 +1,188 @@
+"""The router against the real broker and registry."""
+
+from __future__ import annotations
+
+import random
+import struct
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from ruamel.yaml import YAML
+
+from bus.consume.decoder import Decoder
+from bus.consume.tail import tail
+from bus.demo.samples import GENERATORS
+from bus.kafka.admin import delete_topics
+from bus.kafka.config import KafkaSettings, producer_config
+from bus.publish import Publisher
+from bus.registry.client import registry_client
+from bus.routing.router import SRC_HEADER, Router, router_dlq_topic
+from bus.schemas.records import to_json
+from bus.topology.loader import load_topology
+from tests.fixtures.city import REPO, City
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class RunningRouter:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=router.run, args=(self.stop,), daemon=True)
+
+    def __enter__(self) -> Router:
+        self.thread.start()
+        return self.router
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_every_subscription_gets_exactly_its_records(city: City) -> None:
+    rng = random.Random(2026)
+    published: dict[str, list] = defaultdict(list)
+    with Publisher(city.topology, city.settings) as publisher:
+        for et in city.topology.event_types:
+            for _ in range(60):
+                published[et.name].append(publisher.publish(et.name, et.owner, GENERATORS[et.name](rng)))
+    total = sum(len(v) for v in published.values())
+    router = Router(city.topology, city.settings, environ={"BUS_HASH_MASTER_KEY": "test"})
+    with RunningRouter(router):
+        wait_until(lambda: router.stats.records_in >= total, what=f"{total} records routed")
+
+    decoder = Decoder(registry_client(city.settings))
+    canonical = {}
+    for et in city.topology.event_types:
+        for msg in _read_raw(city.settings, et.topic):
+            headers = {k: v.decode() for k, v in msg.headers()}
+            canonical[headers["ce_id"]] = (et.name, msg, headers)
+    assert len(canonical) == total
+
+    for event_type, routes in router.routes.items():
+        reader_schema = city.topology.schema_for(event_type).parsed
+        for route in routes:
+            got = list(tail(city.settings, [route.topic], exit_at_end=True))
+            expected = []
+            for ce_id, (et_name, msg, _) in canonical.items():
+                if et_name != event_type:
+                    continue
+                datum = decoder.decode(msg.value(), reader_schema)
+                if route.predicate(datum):
+                    expected.append((ce_id, to_json(route.project(datum))))
+            got_by_id = {}
+            for g in got:
+                assert g.headers["ce_id"] not in got_by_id, f"{route.subscription}: duplicate {g.headers['ce_id']}"
+                got_by_id[g.headers["ce_id"]] = g
+                assert g.headers[SRC_HEADER].startswith(f"{city.topology.event_type(event_type).topic}:")
+                assert g.headers["ce_traceparent"] == canonical[g.headers["ce_id"]][2]["ce_traceparent"]
+            assert sorted(got_by_id) == sorted(i for i, _ in expected), route.subscription
+            for ce_id, value in expected:
+                assert got_by_id[ce_id].value == value, route.subscription
+            for g in got:
+                assert list(g.value) == [f["name"] for f in route.schema["fields"]], route.subscription
+
+
+@pytest.fixture
+def small_city(tmp_path: Path, registry_settings: KafkaSettings, unique_name) -> Iterator[tuple]:
+    namespace = unique_name("small").replace("-", "_").lower()
+    doc = {
+        "version": 1,
+        "city": {"name": "Small"},
+        "namespace": namespace,
+        "schemas_dir": str(REPO / "schemas"),
+        "departments": [{"name": "police", "title": "Police"}, {"name": "city_management", "title": "City management"}],
+        "event_types": [{"name": "camera_status", "schema": "surveillance/camera_status.avsc", "owner": "police",
+                         "key": "camera_id", "partitions": 3}],
+        "subscriptions": [
+            {"name": "mirror", "department": "city_management", "event_type": "camera_status",
+             "description": "Everything, untouched."},
+            {"name": "offline", "department": "city_management", "event_type": "camera_status",
+             "description": "Offline cameras only.", "filter": {"field": "status", "eq": "OFFLINE"},
+             "fields": ["camera_id", "status", "reported_at"]},
+        ],
+    }
+    path = tmp_path / "topology.yaml"
+    with path.open("w") as out:
+        YAML().dump(doc, out)
+    topology = load_topology(path)
+    yield topology, registry_settings
+    delete_topics(registry_settings, [et.topic for et in topology.event_types]
+                  + [s.topic for s in topology.subscriptions] + [router_dlq_topic(topology)])
+
+
+def test_untouched_subscription_passes_bytes_through_without_decoding(small_city: tuple) -> None:
+    topology, settings = small_city
+    rng = random.Random(5)
+    with Publisher(topology, settings) as publisher:
+        statuses = [GENERATORS["camera_status"](rng) | {"status": s} for s in ["OFFLINE", "ONLINE", "OFFLINE", "DEGRADED"]]
+        for record in statuses:
+            publisher.publish("camera_status", "police", record)
+    # A value whose schema id no registry knows: nothing can decode it.
+    garbage = b"\x00" + struct.pack(">I", 987654) + b"\x01\x02junk"
+    producer = Producer(producer_config(settings, client_id="test"))
+    producer.produce(topology.event_type("camera_status").topic, key=b"CAM-XX-1", value=garbage, headers=[("ce_id", b"garbage")])
+    producer.flush(10)
+
+    router = Router(topology, settings)
+    mirror, offline = router.routes["camera_status"]
+    assert mirror.untouched and not offline.untouched
+    with RunningRouter(router):
+        wait_until(lambda: router.stats.records_in >= 5, what="5 records routed")
+        wait_until(lambda: router.stats.transactions >= 1, what="a committed transaction")
+
+    canonical_raw = {(m.key(), m.value()) for m in _read_raw(settings, topology.event_type("camera_status").topic)}
+    mirror_raw = {(m.key(), m.value()) for m in _read_raw(settings, mirror.topic)}
+    assert mirror_raw == canonical_raw  # byte for byte, the undecodable one included
+    assert (b"CAM-XX-1", garbage) in mirror_raw
+
+    offline_records = list(tail(settings, [offline.topic], exit_at_end=True))
+    assert [r.value["status"] for r in offline_records] == ["OFFLINE", "OFFLINE"]
+    assert set(offline_records[0].value) == {"camera_id", "status", "reported_at"}
+
+    dead = _read_raw(settings, router_dlq_topic(topology))
+    assert len(dead) == 1
+    headers = dict(dead[0].headers())
+    assert dead[0].value() == garbage
+    assert headers["__connect.errors.topic"].decode() == topology.event_type("camera_status").topic
+    assert headers["__connect.errors.exception.class.name"]
+    assert headers["__connect.errors.connector.name"] == b"bus-router"
+    assert router.stats.dead_letters == 1
+
+
+def _read_raw(settings: KafkaSettings, topic: str) -> list:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bus.kafka.admin import admin
+    from bus.kafka.config import consumer_config
+
+    partitions = admin(settings).list_topics(topic, timeout=10).topics[topic].partitions
+    consumer = Consumer(consumer_config(settings, group_id="raw", client_id="raw"))
+    out = []
+    try:
+        ends = {}
+        for p in partitions:
+            ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            positions = consumer.position([TopicPartition(topic, p) for p in partitions])
+            if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions):
+                break
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
