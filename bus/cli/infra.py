@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -14,11 +16,13 @@ from bus.registry.server import serve_forever
 from bus.runtime.up import publish_demo_samples, run_city
 
 
-def _wait_for_ctrl_c() -> None:
+def _wait_for_ctrl_c(every_5s: Callable[[], None] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(5):
+            if every_5s:
+                every_5s()
     except KeyboardInterrupt:
         pass
 
@@ -66,5 +70,12 @@ def up(
         typer.echo(
             f"ready: broker {city.settings.bootstrap_servers}, registry {city.settings.registry_url}. Ctrl-C stops."
         )
-        if not exit_after_start:
-            _wait_for_ctrl_c()
+        published = total if demo else 0
+        if exit_after_start:
+            if city.router:  # show the samples routed before leaving
+                deadline = time.monotonic() + 30
+                while city.router.stats.records_in < published and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            typer.echo(city.summary(published))
+            return
+        _wait_for_ctrl_c(lambda: typer.echo(city.summary(published)))

@@ -31,7 +31,7 @@ class Decoder:
                     raise
                 # Bad data, not an outage: the record names a schema no registry holds.
                 raise WireFormatError(f"schema id {schema_id} is not known to the registry") from exc
-            self._parsed[schema_id] = fastavro.parse_schema(json.loads(registered.schema_str), _write_hint=False)
+            self._parsed[schema_id] = fastavro.parse_schema(json.loads(registered.schema_str))
         return self._parsed[schema_id]
 
     def decode(self, value: bytes, reader_schema: Any | None = None) -> Any:

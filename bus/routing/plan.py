@@ -41,10 +41,11 @@ class Route:
     masked_key: bool
     key_field: str
     schema_id: int | None = field(default=None)
+    delivered: int = 0  # records produced to this subscription by this router
 
     @cached_property
     def parsed(self) -> Any:
-        return fastavro.parse_schema(self.schema, _write_hint=False)
+        return fastavro.parse_schema(self.schema)  # keeps fastavro's parsed hint: no re-parse per record
 
     def key_for(self, projected: dict[str, Any], original_key: bytes | None) -> bytes | None:
         if not self.masked_key:

@@ -29,6 +29,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
+from bus.kafka.consuming import take_batch
+from bus.ops.lag import router_group
+from bus.ops.metrics import BusMonitor
 from bus.registry.client import registry_client
 from bus.routing.exceptions import RoutingError
 from bus.routing.plan import Route, build_routes
@@ -42,10 +45,6 @@ log = structlog.get_logger(__name__)
 
 SRC_HEADER = "bus_src"
 DLQ_PREFIX = "__connect.errors."
-
-
-def router_group(topology: Topology) -> str:
-    return topic_name(topology.namespace, "bus-router")
 
 
 def router_dlq_topic(topology: Topology) -> str:
@@ -68,7 +67,8 @@ class RouterStats:
     dead_letters: int = 0
     skipped_on_recovery: int = 0
     transactions: int = 0
-    per_subscription: dict[str, int] = field(default_factory=dict)
+    committed_in: int = 0  # input records whose transaction committed
+    committed_out: int = 0  # output records whose transaction committed
 
 
 class Router:
@@ -83,6 +83,7 @@ class Router:
         batch_size: int = 500,
         environ: dict[str, str] | None = None,
         on_batch: Callable[[RouterStats], None] | None = None,
+        monitor: BusMonitor | None = None,
     ) -> None:
         self.topology = topology
         self.settings = settings
@@ -90,6 +91,8 @@ class Router:
         self.routes = build_routes(topology, environ)
         self.stats = RouterStats()
         self._on_batch = on_batch
+        self.monitor = monitor
+        self._reported: dict[str, int] = {}
         self._by_topic = {topology.event_type(et).topic: (et, routes) for et, routes in self.routes.items()}
         self._canonical = {topology.event_type(et).topic: topology.schema_for(et) for et in self.routes}
         self._skip: dict[tuple[str, int, str, int], int] = {}
@@ -121,7 +124,7 @@ class Router:
         )
         self._producer.init_transactions(self.settings.connect_timeout_s + 20)
         self._consumer = Consumer(
-            consumer_config(self.settings, group_id=router_group(self.topology), client_id="bus-router")
+            consumer_config(self.settings, group_id=router_group(self.topology.namespace), client_id="bus-router")
         )
         self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -193,12 +196,15 @@ class Router:
         assert self._consumer is not None and self._producer is not None
         try:
             while not stop.is_set():
-                messages = self._consumer.consume(self.batch_size, 0.2)
-                batch = [m for m in messages if not self._transport_error(m)]
+                batch = self._next_batch()
                 if batch:
                     self._route_batch(batch)
         finally:
             self.close()
+
+    def _next_batch(self) -> list[Message]:
+        assert self._consumer is not None
+        return [m for m in take_batch(self._consumer, self.batch_size, 0.2) if not self._transport_error(m)]
 
     def _transport_error(self, msg: Message) -> bool:
         err = msg.error()
@@ -211,6 +217,7 @@ class Router:
     def _route_batch(self, batch: list[Message]) -> None:
         assert self._consumer is not None and self._producer is not None
         started = time.monotonic()
+        out_before = self.stats.records_out
         producer = self._producer
         producer.begin_transaction()
         try:
@@ -223,12 +230,40 @@ class Router:
             )
             producer.commit_transaction(self.settings.connect_timeout_s + 20)
         except KafkaException as exc:
+            self.stats.records_out = out_before
             self._abort_and_rewind(exc)
             return
         self.stats.transactions += 1
+        self.stats.committed_in += len(batch)
+        self.stats.committed_out += self.stats.records_out - out_before
+        if self.monitor is not None:
+            self._report(batch, time.monotonic() - started)
         log.debug("router transaction committed", records=len(batch), seconds=round(time.monotonic() - started, 4))
         if self._on_batch:
             self._on_batch(self.stats)
+
+    def _report(self, batch: list[Message], seconds: float) -> None:
+        """Metrics for one committed transaction: a handful of calls per batch, none per record."""
+        assert self.monitor is not None and self._consumer is not None
+        self.monitor.on_transaction(seconds)
+        per_topic: dict[str, int] = {}
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            per_topic[msg.topic()] = per_topic.get(msg.topic(), 0) + 1
+            last[(msg.topic(), msg.partition())] = msg.offset()
+        for topic, count in per_topic.items():
+            self.monitor.on_record_in(topic, count)
+        for routes in self.routes.values():
+            for route in routes:
+                delta = route.delivered - self._reported.get(route.subscription, 0)
+                if delta:
+                    self.monitor.on_record_out(
+                        route.topic, department=route.department, subscription=route.subscription, count=delta
+                    )
+                    self._reported[route.subscription] = route.delivered
+        self.monitor.on_commit(
+            router_group(self.topology.namespace), [(t, p, o + 1) for (t, p), o in last.items()], time.time()
+        )
 
     def _abort_and_rewind(self, exc: KafkaException) -> None:
         assert self._consumer is not None and self._producer is not None
@@ -246,7 +281,7 @@ class Router:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         self.stats.records_in += 1
         _, routes = self._by_topic[topic]
-        headers = [(k, v) for k, v in (msg.headers() or []) if k != SRC_HEADER]
+        headers = msg.headers() or []  # a fresh list for each call
         headers.append((SRC_HEADER, f"{topic}:{partition}:{offset}".encode()))
         value = msg.value()
         record: dict[str, Any] | None = None
@@ -267,12 +302,12 @@ class Router:
                 self._dead_letter(msg, route, exc)
                 return  # the record is bad for every route: dead-lettered once
             q = partition_for(out_key, route.partitions, partition)
-            if self._skip.get((route.topic, q, topic, partition), -1) >= offset:
+            if self._skip and self._skip.get((route.topic, q, topic, partition), -1) >= offset:
                 self.stats.skipped_on_recovery += 1
                 continue
             self._produce(route.topic, q, out_key, out_value, headers)
             self.stats.records_out += 1
-            self.stats.per_subscription[route.subscription] = self.stats.per_subscription.get(route.subscription, 0) + 1
+            route.delivered += 1
 
     def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list) -> None:
         assert self._producer is not None
@@ -308,6 +343,8 @@ class Router:
         ]
         self._produce(router_dlq_topic(self.topology), 0, msg.key(), msg.value(), headers)
         self.stats.dead_letters += 1
+        if self.monitor is not None:
+            self.monitor.on_dead_letter(connector="bus-router", topic=msg.topic(), error=type(exc).__name__)
         log.warning(
             "record dead-lettered by the router",
             subscription=route.subscription,

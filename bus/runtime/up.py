@@ -1,8 +1,8 @@
 """`bus up`: the broker (embedded unless BUS_BOOTSTRAP_SERVERS names a cluster), the
-embedded registry (unless BUS_REGISTRY_URL names one), the city's topics and schemas, and
-with ``demo`` a sample of every event type published by its owner department.
+embedded registry (unless BUS_REGISTRY_URL names one), the city's topics and schemas, the
+router, and with ``demo`` a sample of every event type published by its owner department.
 
-Later issues add the router, the processors, the connectors and the page here.
+The processors, the connectors and the page join here as they are built.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from bus.kafka.config import KafkaSettings
 from bus.publish import Publisher
 from bus.registry.client import registry_client
 from bus.registry.server import EmbeddedRegistry
+from bus.routing.router import Router
 from bus.schemas.registration import ensure_registered
 from bus.topology.loader import load_topology
 from bus.topology.models import Topology
@@ -34,6 +36,12 @@ class RunningCity:
     topology: Topology
     broker: EmbeddedBroker | None
     registry: EmbeddedRegistry | None
+    router: Router | None = None
+
+    def summary(self, published: int) -> str:
+        stats = self.router.stats if self.router else None
+        routed = f"{stats.records_in} routed in, {stats.records_out} out, {stats.dead_letters} dead letters" if stats else "no router"
+        return f"status: {published} published, {routed}"
 
 
 def prepare_topics_and_schemas(topology: Topology, settings: KafkaSettings, say: Say) -> None:
@@ -55,6 +63,7 @@ def run_city(
     start_registry: bool | None = None,
     broker_port: int | None = None,
     registry_port: int | None = None,
+    with_router: bool = True,
     say: Say = print,
 ) -> Iterator[RunningCity]:
     """Start the city's infrastructure; stop it all when the block ends.
@@ -84,8 +93,30 @@ def run_city(
             settings = settings.with_registry(registry.url)
         say(f"registry: {settings.registry_url}")
         prepare_topics_and_schemas(topology, settings, say)
-        yield RunningCity(settings, topology, broker, registry)
+        city = RunningCity(settings, topology, broker, registry)
+        if with_router:
+            city.router = stack.enter_context(_running_router(topology, settings, say))
+        yield city
         say("stopping ...")
+
+
+@contextlib.contextmanager
+def _running_router(topology: Topology, settings: KafkaSettings, say: Say) -> Iterator[Router]:
+    router = Router(topology, settings)
+    router.prepare()
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), name="bus-router", daemon=True)
+    thread.start()
+    say(f"router: {sum(len(r) for r in router.routes.values())} subscriptions; joining the router group ...")
+    if router.assigned.wait(30):
+        say("router: assigned, routing")
+    else:
+        say("router: not assigned yet after 30 s; it keeps trying (check `bus lag`)")
+    try:
+        yield router
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 def publish_demo_samples(city: RunningCity, per_type: int, say: Say, seed: int | None = None) -> int:

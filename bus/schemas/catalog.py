@@ -77,8 +77,9 @@ class EventSchema:
 
     @cached_property
     def parsed(self) -> Any:
-        """fastavro's parsed form, for encoding and decoding."""
-        return fastavro.parse_schema(self.schema, _write_hint=False)
+        """fastavro's parsed form, for encoding and decoding. It keeps fastavro's "parsed"
+        hint: without it fastavro parses the schema again for every record."""
+        return fastavro.parse_schema(self.schema)
 
     def canonical_json(self) -> str:
         return schema_json(self.schema)

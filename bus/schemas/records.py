@@ -229,7 +229,10 @@ def _primitive(kind: str, value: Any) -> Any:
 
 def _timestamp(value: Any) -> dt.datetime:
     if isinstance(value, int) and not isinstance(value, bool):
-        return _EPOCH + dt.timedelta(milliseconds=value)
+        try:
+            return _EPOCH + dt.timedelta(milliseconds=value)
+        except OverflowError:
+            raise _Invalid(f"{value} milliseconds since 1970 is outside the years 1 to 9999") from None
     if not isinstance(value, str):
         raise _Invalid(f"expected an RFC 3339 time such as 2026-11-23T08:30:00+08:00, got {_kind(value)}")
     try:
@@ -243,7 +246,10 @@ def _timestamp(value: Any) -> dt.datetime:
 
 def _date(value: Any) -> dt.date:
     if isinstance(value, int) and not isinstance(value, bool):
-        return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+        try:
+            return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+        except OverflowError:
+            raise _Invalid(f"{value} days since 1970 is outside the years 1 to 9999") from None
     if not isinstance(value, str):
         raise _Invalid(f"expected a date YYYY-MM-DD, got {_kind(value)}")
     try:

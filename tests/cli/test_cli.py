@@ -113,3 +113,6 @@ def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: P
     for event_type in GENERATORS:
         assert f"published 2 {event_type}" in out
     assert "ready: broker" in out
+    assert "router: assigned, routing" in out
+    # 8 samples published; all of them went through the router.
+    assert "status: 8 published, 8 routed in" in out

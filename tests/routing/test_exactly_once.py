@@ -22,7 +22,8 @@ from bus.kafka.config import consumer_config
 from bus.publish import Publisher
 from bus.registry.client import registry_client
 from bus.routing.plan import build_routes
-from bus.routing.router import SRC_HEADER, router_group
+from bus.ops.lag import router_group
+from bus.routing.router import SRC_HEADER
 from tests.fixtures.city import REPO, City
 from tests.routing.test_router import _read_raw
 
@@ -49,7 +50,7 @@ def _start_router(city: City) -> subprocess.Popen:
 
 
 def _lag(city: City) -> int:
-    consumer = Consumer(consumer_config(city.settings, group_id=router_group(city.topology), client_id="lag-probe"))
+    consumer = Consumer(consumer_config(city.settings, group_id=router_group(city.topology.namespace), client_id="lag-probe"))
     try:
         total = 0
         tps = [TopicPartition(et.topic, p) for et in city.topology.event_types for p in range(et.partitions)]

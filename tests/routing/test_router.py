@@ -186,3 +186,30 @@ def _read_raw(settings: KafkaSettings, topic: str) -> list:
         return out
     finally:
         consumer.close()
+
+
+def test_router_reports_to_the_monitor(small_city: tuple) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bus.ops.metrics import BusMonitor
+
+    topology, settings = small_city
+    with Publisher(topology, settings) as publisher:
+        for status in ["OFFLINE", "ONLINE", "OFFLINE"]:
+            publisher.publish("camera_status", "police", GENERATORS["camera_status"](random.Random(3)) | {"status": status})
+    monitor = BusMonitor()
+    router = Router(topology, settings, monitor=monitor)
+    with RunningRouter(router):
+        wait_until(lambda: router.stats.committed_in >= 3, what="3 records committed")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(monitor.render().decode())
+        for s in family.samples
+    }
+    canonical = topology.event_type("camera_status").topic
+    assert samples[("bus_records_in_total", (("topic", canonical),))] == 3
+    mirror, offline = router.routes["camera_status"]
+    out = {labels: v for (name, labels), v in samples.items() if name == "bus_records_out_total"}
+    assert out[(("department", "city_management"), ("subscription", "mirror"), ("topic", mirror.topic))] == 3
+    assert out[(("department", "city_management"), ("subscription", "offline"), ("topic", offline.topic))] == 2
+    assert any(name == "bus_router_transaction_seconds_count" and v >= 1 for (name, _), v in samples.items())

@@ -110,3 +110,9 @@ def test_samples_round_trip_through_the_wire_format(catalog: SchemaCatalog, even
 def test_values_not_in_the_wire_format_are_refused(value: bytes, message: str) -> None:
     with pytest.raises(WireFormatError, match=message):
         wire.schema_id_of(value)
+
+
+@pytest.mark.parametrize("millis", [-62_135_596_800_001, 2**62])
+def test_epoch_millis_outside_the_calendar_are_a_field_error(catalog: SchemaCatalog, millis: int) -> None:
+    with pytest.raises(RecordInvalid, match="occurred_at: .* outside the years 1 to 9999"):
+        to_datum(catalog.get("camera_alarm"), alarm(occurred_at=millis))
