@@ -59,11 +59,21 @@ def up(
     samples: int = typer.Option(5, "--samples", help="With --demo: sample records per event type."),
     broker_port: int = typer.Option(9092, "--broker-port", help="Port of the embedded broker."),
     registry_port: int = typer.Option(8081, "--registry-port", help="Port of the embedded registry."),
+    web_port: int = typer.Option(8080, "--web-port", help="Port of the ops endpoints (/healthz, /readyz, /metrics)."),
+    web_host: str = typer.Option("127.0.0.1", "--web-host", help="Address of the ops endpoints; beyond loopback BUS_WEB_TOKEN is required."),
     topology: Path = TopologyOption,
     exit_after_start: bool = typer.Option(False, "--exit-after-start", hidden=True),
 ) -> None:
     """Run the bus: broker, registry, topics and schemas of the topology (Ctrl-C stops)."""
-    with run_city(topology, settings=KafkaSettings(), broker_port=broker_port, registry_port=registry_port, say=typer.echo) as city:
+    with run_city(
+        topology,
+        settings=KafkaSettings(),
+        broker_port=broker_port,
+        registry_port=registry_port,
+        web_host=web_host,
+        web_port=web_port,
+        say=typer.echo,
+    ) as city:
         if demo:
             total = publish_demo_samples(city, samples, typer.echo)
             typer.echo(f"demo: {total} records published; read them with `bus tail camera_alarm`")

@@ -16,6 +16,7 @@ from bus.kafka.config import KafkaSettings
 from bus.registry.app import create_app
 from bus.registry.exceptions import RegistryStartError
 from bus.registry.store import DEFAULT_TOPIC, SchemaStore
+from bus.web.serving import bind, uvicorn_config
 
 log = structlog.get_logger(__name__)
 
@@ -23,34 +24,11 @@ DEFAULT_HOST = "127.0.0.1"
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A listening-ready socket, so the port is ours before uvicorn starts (no race)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the proto
-    # says TCP; without it every answer waits ~40 ms on Nagle and delayed ACKs.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise RegistryStartError(
-            f"the schema registry cannot listen on {host}:{port}: {exc.strerror or exc}; stop what "
-            "listens there or choose another port"
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
+    return bind(host, port, what="schema registry", error=RegistryStartError)
 
 
 def _uvicorn_config(store: SchemaStore) -> uvicorn.Config:
-    # log_config=None: the bus configures logging (structlog); uvicorn must not replace it.
-    return uvicorn.Config(
-        create_app(store),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
+    return uvicorn_config(create_app(store))
 
 
 class EmbeddedRegistry:

@@ -22,7 +22,9 @@ from bus.kafka.config import KafkaSettings
 from bus.publish import Publisher
 from bus.registry.client import registry_client
 from bus.registry.server import EmbeddedRegistry
+from bus.ops.metrics import BusMonitor
 from bus.routing.router import Router
+from bus.web.ops import OpsServer, broker_check, registry_check
 from bus.schemas.registration import ensure_registered
 from bus.topology.loader import load_topology
 from bus.topology.models import Topology
@@ -37,6 +39,8 @@ class RunningCity:
     broker: EmbeddedBroker | None
     registry: EmbeddedRegistry | None
     router: Router | None = None
+    monitor: BusMonitor | None = None
+    ops: OpsServer | None = None
 
     def summary(self, published: int) -> str:
         stats = self.router.stats if self.router else None
@@ -64,6 +68,8 @@ def run_city(
     broker_port: int | None = None,
     registry_port: int | None = None,
     with_router: bool = True,
+    web_host: str = "127.0.0.1",
+    web_port: int | None = None,
     say: Say = print,
 ) -> Iterator[RunningCity]:
     """Start the city's infrastructure; stop it all when the block ends.
@@ -93,16 +99,24 @@ def run_city(
             settings = settings.with_registry(registry.url)
         say(f"registry: {settings.registry_url}")
         prepare_topics_and_schemas(topology, settings, say)
-        city = RunningCity(settings, topology, broker, registry)
+        city = RunningCity(settings, topology, broker, registry, monitor=BusMonitor())
         if with_router:
-            city.router = stack.enter_context(_running_router(topology, settings, say))
+            city.router = stack.enter_context(_running_router(topology, settings, city.monitor, say))
+        if web_port is not None:
+            checks = {"broker": broker_check(settings), "registry": registry_check(settings)}
+            if city.router is not None:
+                router = city.router
+                checks["router"] = lambda: (router.assigned.is_set(), "assigned" if router.assigned.is_set() else "waiting for partitions")
+            token = os.environ.get("BUS_WEB_TOKEN") or None
+            city.ops = stack.enter_context(OpsServer(city.monitor, checks, host=web_host, port=web_port, token=token))
+            say(f"ops: {city.ops.url}/healthz, /readyz, /metrics" + (" (token required)" if token else ""))
         yield city
         say("stopping ...")
 
 
 @contextlib.contextmanager
-def _running_router(topology: Topology, settings: KafkaSettings, say: Say) -> Iterator[Router]:
-    router = Router(topology, settings)
+def _running_router(topology: Topology, settings: KafkaSettings, monitor: BusMonitor, say: Say) -> Iterator[Router]:
+    router = Router(topology, settings, monitor=monitor)
     router.prepare()
     stop = threading.Event()
     thread = threading.Thread(target=router.run, args=(stop,), name="bus-router", daemon=True)

@@ -105,7 +105,7 @@ def test_unreachable_broker_names_the_address(city: City) -> None:
 def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: Path) -> None:
     result = run(
         ["up", "--demo", "--samples", "2", "--exit-after-start",
-         "--broker-port", str(free_port()), "--registry-port", str(free_port())],
+         "--broker-port", str(free_port()), "--registry-port", str(free_port()), "--web-port", str(free_port())],
         timeout=180,
     )
     out = result.stdout.decode()
@@ -114,5 +114,6 @@ def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: P
         assert f"published 2 {event_type}" in out
     assert "ready: broker" in out
     assert "router: assigned, routing" in out
+    assert "ops: http://127.0.0.1:" in out
     # 8 samples published; all of them went through the router.
     assert "status: 8 published, 8 routed in" in out

@@ -1,0 +1,133 @@
+"""The ops endpoints: ``/healthz`` (alive), ``/readyz`` (inputs and outputs connected),
+``/metrics`` (Prometheus exposition of the bus's monitor).
+
+Bound to 127.0.0.1 by default. Bound anywhere else it refuses to start without a token
+(``BUS_WEB_TOKEN``), and then every endpoint but the two probes needs
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bus.kafka.config import KafkaSettings, admin_config
+from bus.ops.metrics import CONTENT_TYPE, BusMonitor
+from bus.web.serving import ServeError, bind, is_loopback, uvicorn_config
+
+log = structlog.get_logger(__name__)
+
+Check = Callable[[], tuple[bool, str]]
+
+
+def broker_check(settings: KafkaSettings, timeout_s: float = 2.0) -> Check:
+    from confluent_kafka.admin import AdminClient
+
+    client = AdminClient(admin_config(settings, client_id="bus-readyz"))
+
+    def check() -> tuple[bool, str]:
+        try:
+            client.list_topics(timeout=timeout_s)
+            return True, settings.bootstrap_servers
+        except Exception as exc:  # any failure means "not ready", with the reason
+            return False, f"{settings.bootstrap_servers}: {exc}"
+
+    return check
+
+
+def registry_check(settings: KafkaSettings, timeout_s: float = 2.0) -> Check:
+    def check() -> tuple[bool, str]:
+        try:
+            httpx.get(f"{settings.registry_url.rstrip('/')}/subjects", timeout=timeout_s).raise_for_status()
+            return True, settings.registry_url
+        except httpx.HTTPError as exc:
+            return False, f"{settings.registry_url}: {exc}"
+
+    return check
+
+
+def create_ops_app(monitor: BusMonitor, checks: dict[str, Check], token: str | None = None) -> Starlette:
+    def authorised(request: Request) -> bool:
+        if token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        results = {name: check() for name, check in checks.items()}
+        ready = all(ok for ok, _ in results.values())
+        body = {"ready": ready, "checks": {n: {"ok": ok, "detail": d} for n, (ok, d) in results.items()}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "send Authorization: Bearer <BUS_WEB_TOKEN>"}, status_code=401)
+        return Response(monitor.render(), media_type=CONTENT_TYPE)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+
+
+@dataclass
+class OpsServer:
+    """The ops endpoints served from a background thread (part of ``bus up``)."""
+
+    monitor: BusMonitor
+    checks: dict[str, Check]
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise ServeError(
+                f"refusing to serve the ops endpoints on {self.host} without a token: set BUS_WEB_TOKEN, "
+                "or bind to 127.0.0.1"
+            )
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> "OpsServer":
+        sock = bind(self.host, self.port, what="ops web server")
+        self.port = sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn_config(create_ops_app(self.monitor, self.checks, self.token)))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="bus-web", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
+                raise ServeError(f"the ops web server did not start on {self.url} within {timeout_s:g} s")
+            time.sleep(0.02)
+        log.info("ops endpoints serving", url=self.url, token_required=self.token is not None)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "OpsServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
