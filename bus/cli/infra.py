@@ -12,7 +12,9 @@ from bus.cli.app import app
 from bus.cli.options import TopologyOption
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.config import KafkaSettings
+from bus.errors import BusError
 from bus.registry.server import serve_forever
+from bus.web.serving import is_loopback
 from bus.runtime.up import publish_demo_samples, run_city
 
 
@@ -50,6 +52,12 @@ def registry(
     topic: str = typer.Option("_bus_schemas", "--topic", help="Compacted topic that stores the schemas."),
 ) -> None:
     """Run the embedded schema registry (Confluent REST API subset) in the foreground."""
+    if not is_loopback(host):
+        raise BusError(
+            f"refusing to serve the schema registry on {host}: it has no authentication yet and "
+            "anyone reaching it could register schemas. Bind to 127.0.0.1, or use a Confluent-compatible "
+            "registry with authentication (BUS_REGISTRY_URL, BUS_REGISTRY_USERNAME/PASSWORD)"
+        )
     serve_forever(KafkaSettings(), host=host, port=port, topic=topic)
 
 

@@ -117,3 +117,9 @@ def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: P
     assert "ops: http://127.0.0.1:" in out
     # 8 samples published; all of them went through the router.
     assert "status: 8 published, 8 routed in" in out
+
+
+def test_the_registry_refuses_to_listen_beyond_loopback() -> None:
+    result = run(["registry", "--host", "0.0.0.0", "--port", str(free_port())], timeout=60)
+    assert result.returncode == 1
+    assert "refusing to serve the schema registry on 0.0.0.0" in result.stderr.decode()
