@@ -334,6 +334,13 @@ class _Checker:
                               f"connector to {et.owner!r} or remove {name} from publishes")
         if connector.subscription is not None:
             self._sink(base, connector, department_known)
+        # The connector's own settings, against its config model (types not installed yet
+        # are left to `bus connector list`; secrets are resolved at start, not here).
+        # Imported here: the connector kit builds on the topology package.
+        from bus.connectors.config import config_problems
+
+        for loc, message in config_problems(connector.type, connector.config, skip_unknown_types=True):
+            self.add((*base, *loc), message, at_key=message.startswith("unknown key"))
 
     def _sink(self, base: Loc, connector: Connector, department_known: bool) -> None:
         loc = (*base, "subscription")

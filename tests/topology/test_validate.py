@@ -84,6 +84,12 @@ PLANTED: list[tuple[int, int, str]] = [
     (140, 5, "a connector is a source or a sink"),
     (140, 11, "duplicate connector name 'skynet-webhook': already defined at line 132"),
     (148, 19, "unknown subscription 'no-such-subscription'; write one of the known subscriptions"),
+    # Connector settings, checked against each connector type's own config model.
+    (132, 5, "missing required key 'auth': add `auth: "),
+    (136, 5, "missing required key 'url'"),
+    (136, 5, "missing required key 'hmac_key': add `hmac_key: env:"),
+    (145, 5, "missing required key 'url'"),
+    (145, 5, "missing required key 'hmac_key'"),
 ]
 
 

@@ -1,0 +1,68 @@
+"""The connector kit: how a department's system attaches to the bus.
+
+- :class:`Source` and :class:`Sink` are the base classes of connector types;
+  :class:`ConnectorConfig` is the base of their settings (Kafka Connect's ``errors.*``
+  included) and :class:`SecretRef` the type of a secret setting (``env:NAME``,
+  ``file:PATH``).
+- Connector types are found through the entry-point group ``bus.connectors``
+  (:func:`installed`, :func:`load_connector_class`).
+- :class:`ConnectorRunner` starts, stops, pauses and resumes one connector of the
+  topology and reports its status; :func:`config_problems` checks a connector entry of
+  ``topology.yaml`` for ``bus validate``.
+"""
+
+from bus.connectors.base import PublisherPool, Sink, SinkContext, Source, SourceContext
+from bus.connectors.config import ConnectorConfig, SecretRef, config_problems, describe_config, parse_config
+from bus.connectors.dlq import DeadLetterQueue, dlq_topic
+from bus.connectors.exceptions import (
+    Backpressure,
+    ConnectorConfigInvalid,
+    ConnectorError,
+    ConnectorFailed,
+    Interrupted,
+    RecordFailed,
+    UnknownConnectorType,
+)
+from bus.connectors.offsets import OffsetStore, offsets_topic
+from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
+from bus.connectors.registry import GROUP, installed, load_connector_class
+from bus.connectors.retry import Backoff, RetryPolicy
+from bus.connectors.runner import ConnectorRunner, group_id
+from bus.connectors.status import ConnectorStatus, StatusStore, status_topic
+
+__all__ = [
+    "GROUP",
+    "Backoff",
+    "Backpressure",
+    "ConnectorConfig",
+    "ConnectorConfigInvalid",
+    "ConnectorError",
+    "ConnectorFailed",
+    "ConnectorRunner",
+    "ConnectorStatus",
+    "DeadLetterQueue",
+    "Interrupted",
+    "OffsetStore",
+    "PublisherPool",
+    "RawRecord",
+    "RecordFailed",
+    "RetryPolicy",
+    "SecretRef",
+    "Sink",
+    "SinkBatch",
+    "SinkContext",
+    "SinkRecord",
+    "Source",
+    "SourceContext",
+    "StatusStore",
+    "UnknownConnectorType",
+    "config_problems",
+    "describe_config",
+    "dlq_topic",
+    "group_id",
+    "installed",
+    "load_connector_class",
+    "offsets_topic",
+    "parse_config",
+    "status_topic",
+]
