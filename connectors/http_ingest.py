@@ -43,6 +43,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bus.web.serving import bind
 from bus.connectors.base import Source, SourceContext
 from bus.connectors.config import ConnectorConfig, SecretRef
 from bus.connectors.exceptions import ConnectorError
@@ -420,19 +421,7 @@ def verify_token(expected: str, given: str) -> bool:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConnectorError(
-            f"http ingest cannot listen on {host}:{port}: {exc.strerror or exc}; stop what listens there or set "
-            "another `port` in the connector's config"
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
+    return bind(host, port, what="http ingest connector (set another `port` in its config)", error=ConnectorError)
 
 
 def _bearer(request: Request) -> str | None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJson
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
+from bus.topology.loader import describe_value
 from bus.connectors.exceptions import ConnectorConfigInvalid, ConnectorError, Loc, SecretUnavailable
 from bus.connectors.retry import RetryPolicy
 
@@ -312,7 +313,7 @@ def _problem(model: type[BaseModel], err: ErrorDetails) -> tuple[Loc, str]:
     info = _field_at(model, loc)
     example = f"; write e.g. `{loc[-1]}: {info.examples[0]}`" if info and info.examples else ""
     message = err["msg"][:1].lower() + err["msg"][1:]
-    return loc, f"{label}: {message}, got {_describe(err['input'])}{example}"
+    return loc, f"{label}: {message}, got {describe_value(err['input'])}{example}"
 
 
 #: Error types raised with PydanticCustomError by connector configs: their message is
@@ -330,22 +331,6 @@ def _label(loc: Loc) -> str:
     if not keys:
         return "config"
     return str(loc[keys[-1]]) + "".join(f"[{p}]" for p in loc[keys[-1] + 1 :])
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the text {value!r}"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _keys(model: type[BaseModel]) -> list[str]:

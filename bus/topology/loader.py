@@ -141,7 +141,7 @@ def read_document(path: Path | str) -> Document:
         line, col = _start(data)
         raise TopologyInvalid(str(path), [Problem(
             str(path), line + 1, col + 1,
-            f"the top level is {_describe(data)}; it must be a mapping of keys: {', '.join(_keys(Topology))}")])
+            f"the top level is {describe_value(data)}; it must be a mapping of keys: {', '.join(_keys(Topology))}")])
     return Document(path, data, duplicates)
 
 
@@ -371,7 +371,7 @@ def _value_message(document: Document, err: ErrorDetails) -> str:
     loc, kind, value = err["loc"], err["type"], err["input"]
     label = _label(document.matched(loc))
     if kind in _EXPECTED:
-        return f"{label}: expected {_EXPECTED[kind]}, got {_describe(value)}{_example(loc)}"
+        return f"{label}: expected {_EXPECTED[kind]}, got {describe_value(value)}{_example(loc)}"
     if kind == "literal_error":
         allowed = [str(a) for a in get_args(_strip_optional(_type_at(loc)))] or [err.get("ctx", {}).get("expected", "")]
         close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
@@ -406,7 +406,8 @@ def _example(loc: Loc) -> str:
     return f"; write e.g. `{loc[-1]}: {_yaml_scalar(info.examples[0])}`"
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A YAML value in words, for error messages ("the text 'x'", "a list")."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -415,7 +416,7 @@ def _describe(value: Any) -> str:
         return f"the number {value}"
     if isinstance(value, str):
         return f"the text {value!r}"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
