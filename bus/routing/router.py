@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from bus.connectors.dlq import context_headers
+from bus.connectors.records import RawRecord
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
@@ -44,7 +45,6 @@ from bus.topology.models import Topology, topic_name
 log = structlog.get_logger(__name__)
 
 SRC_HEADER = "bus_src"
-DLQ_PREFIX = "__connect.errors."
 
 
 def router_dlq_topic(topology: Topology) -> str:
@@ -326,21 +326,14 @@ class Router:
     def _dead_letter(self, msg: Message, route: Route, exc: Exception) -> None:
         """A record the router cannot route goes, in the same transaction, to the router's
         dead-letter topic with Kafka Connect's error headers; its offset is committed."""
-        headers = list(msg.headers() or []) + [
-            (DLQ_PREFIX + name, str(value).encode("utf-8"))
-            for name, value in {
-                "topic": msg.topic(),
-                "partition": msg.partition(),
-                "offset": msg.offset(),
-                "connector.name": "bus-router",
-                "task.id": self._transactional_id,
-                "stage": "TRANSFORMATION",
-                "class.name": type(self).__qualname__,
-                "exception.class.name": type(exc).__qualname__,
-                "exception.message": str(exc),
-                "exception.stacktrace": "".join(traceback.format_exception(exc))[-4000:],
-            }.items()
-        ]
+        headers = list(msg.headers() or []) + context_headers(
+            RawRecord.from_message(msg),
+            exc,
+            connector="bus-router",
+            task_id=0,
+            stage="TRANSFORMATION",
+            class_name=f"{type(self).__module__}.{type(self).__qualname__}",
+        )
         self._produce(router_dlq_topic(self.topology), 0, msg.key(), msg.value(), headers)
         self.stats.dead_letters += 1
         if self.monitor is not None:
