@@ -156,11 +156,14 @@ def consumer_config(
     read_committed: bool = True,
     from_beginning: bool = True,
     max_fetch_wait_ms: int | None = None,
+    group_instance_id: str | None = None,
 ) -> dict[str, Any]:
     """A consumer that commits explicitly and reads only committed transactions.
 
     ``max_fetch_wait_ms`` bounds how long the broker may hold a fetch for more data
-    (librdkafka's default is 500 ms): interactive readers and latency-bound loops lower it."""
+    (librdkafka's default is 500 ms): interactive readers and latency-bound loops lower it.
+    ``group_instance_id`` makes the member static (KIP-345): a restarted process with the
+    same id takes its partitions back without a rebalance."""
     conf = _common(settings, client_id)
     conf.update(
         {
@@ -176,6 +179,8 @@ def consumer_config(
         conf["fetch.wait.max.ms"] = EMBEDDED_FETCH_WAIT_MS
     if max_fetch_wait_ms is not None:
         conf["fetch.wait.max.ms"] = max_fetch_wait_ms
+    if group_instance_id is not None:
+        conf["group.instance.id"] = group_instance_id
     return conf
 
 

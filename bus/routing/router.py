@@ -123,8 +123,15 @@ class Router:
             producer_config(self.settings, client_id="bus-router", transactional_id=self._transactional_id)
         )
         self._producer.init_transactions(self.settings.connect_timeout_s + 20)
+        # Static membership under the transactional id: a restarted router (same --instance)
+        # takes its partitions back at once instead of waiting for a rebalance.
         self._consumer = Consumer(
-            consumer_config(self.settings, group_id=router_group(self.topology.namespace), client_id="bus-router")
+            consumer_config(
+                self.settings,
+                group_id=router_group(self.topology.namespace),
+                client_id="bus-router",
+                group_instance_id=self._transactional_id,
+            )
         )
         self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -133,57 +140,75 @@ class Router:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.settings.embedded:
             committed = consumer.committed(partitions, timeout=self.settings.connect_timeout_s)
-            for tp in committed:
-                self._recover(tp.topic, tp.partition, max(tp.offset, 0))
-        log.info("router assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+            self._recover({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed})
+        log.info("router assigned", partitions=len(partitions))
         self.assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.clear()
 
-    def _recover(self, topic: str, partition: int, committed: int) -> None:
-        """Find outputs of ``topic[partition]`` at or after ``committed`` that are already
-        visible (an aborted transaction's records, on the embedded broker)."""
-        _, routes = self._by_topic[topic]
+    def _recover(self, committed: dict[tuple[str, int], int]) -> None:
+        """Find outputs of the assigned canonical partitions, at or after their committed
+        offsets, that are already visible (an aborted transaction's records, on the
+        embedded broker), so that they are not written again.
+
+        One pass: the tail of every output partition (at most one transaction's worth of
+        records) is read once by a single reader, whatever the number of sources."""
+        topics = {topic for topic, _ in committed}
+        outputs = {(route.topic, q) for topic in topics for route in self._by_topic[topic][1] for q in range(route.partitions)}
         reader = Consumer(
             consumer_config(self.settings, group_id="bus-router-recovery", client_id="bus-router-recovery")
         )
         try:
-            for route in routes:
-                for q in range(route.partitions):
-                    tp = TopicPartition(route.topic, q)
-                    low, high = reader.get_watermark_offsets(tp, timeout=self.settings.connect_timeout_s)
-                    start = max(low, high - self.batch_size)
-                    if high <= start:
-                        continue
-                    highest = self._scan(reader, TopicPartition(route.topic, q, start), high, topic, partition)
-                    if highest >= committed:
-                        self._skip[(route.topic, q, topic, partition)] = highest
-                        log.warning(
-                            "router recovery: outputs of an unfinished transaction are visible; skipping them",
-                            subscription=route.subscription,
-                            source=f"{topic}[{partition}]",
-                            up_to_offset=highest,
-                        )
+            ends: dict[tuple[str, int], int] = {}
+            starts = []
+            for topic, q in outputs:
+                low, high = reader.get_watermark_offsets(TopicPartition(topic, q), timeout=self.settings.connect_timeout_s)
+                start = max(low, high - self.batch_size)
+                if high > start:
+                    ends[(topic, q)] = high
+                    starts.append(TopicPartition(topic, q, start))
+            highest = self._read_sources(reader, starts, ends)
         finally:
             reader.close()
+        for (out_topic, q, src_topic, src_partition), offset in highest.items():
+            if offset >= committed.get((src_topic, src_partition), offset + 1):
+                self._skip[(out_topic, q, src_topic, src_partition)] = offset
+                log.warning(
+                    "router recovery: outputs of an unfinished transaction are visible; skipping them",
+                    output=f"{out_topic}[{q}]",
+                    source=f"{src_topic}[{src_partition}]",
+                    up_to_offset=offset,
+                )
 
-    def _scan(self, reader: Consumer, start: TopicPartition, high: int, topic: str, partition: int) -> int:
-        reader.assign([start])
-        highest = -1
-        deadline = time.monotonic() + self.settings.connect_timeout_s + 10
-        prefix = f"{topic}:{partition}:".encode()
-        while time.monotonic() < deadline:
-            msg = reader.poll(0.2)
-            if msg is not None and not msg.error():
+    def _read_sources(
+        self, reader: Consumer, starts: list[TopicPartition], ends: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int, str, int], int]:
+        """(output topic, output partition, source topic, source partition) -> the highest
+        source offset found in the given output ranges."""
+        highest: dict[tuple[str, int, str, int], int] = {}
+        if not starts:
+            return highest
+        reader.assign(starts)
+        pending = set(ends)
+        deadline = time.monotonic() + self.settings.connect_timeout_s + 30
+        while pending and time.monotonic() < deadline:
+            for msg in take_batch(reader, 1000, 0.2):
+                if msg.error():
+                    continue
                 for key, value in msg.headers() or []:
-                    if key == SRC_HEADER and value and value.startswith(prefix):
-                        highest = max(highest, int(value[len(prefix):]))
-                if msg.offset() >= high - 1:
-                    break
-            position = reader.position([TopicPartition(start.topic, start.partition)])[0].offset
-            if position >= high:
-                break
+                    if key == SRC_HEADER and value:
+                        src_topic, src_partition, src_offset = value.decode().rsplit(":", 2)
+                        slot = (msg.topic(), msg.partition(), src_topic, int(src_partition))
+                        highest[slot] = max(highest.get(slot, -1), int(src_offset))
+            for tp in reader.position([TopicPartition(t, q) for t, q in pending]):
+                if tp.offset >= ends[(tp.topic, tp.partition)]:
+                    pending.discard((tp.topic, tp.partition))
+        if pending:
+            raise RoutingError(
+                f"router recovery could not read {len(pending)} output partition(s) to their end in time; "
+                "restart the router"
+            )
         return highest
 
     # -- the loop -----------------------------------------------------------------------
