@@ -1,0 +1,242 @@
+"""Alarm storms and network flaps, in event time.
+
+- A storm: alarms of the same camera and alarm type whose event times fall within
+  ``window_ms`` (default 60 s) of the first one become one alarm whose ``count`` is the
+  number of raw alarms (the sum of their counts), with the highest severity seen.
+- A network flap: CAMERA_OFFLINE alarms of at least ``flap_threshold`` distinct cameras
+  within ``flap_window_ms`` of the first one become one incident (a camera_alarm on the
+  pseudo camera ``NETWORK-FLAP``), not hundreds of alarms. Fewer cameras: their offline
+  alarms go on as ordinary storms.
+
+Time is the records' own (``occurred_at``); the watermark is the latest event time seen
+(the least over input partitions) and windows close when it passes their end. Nothing reads the wall clock. An alarm older
+than every open window of its key is emitted alone (never dropped, never held).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus.topology.models import parse_rfc3339
+
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+OFFLINE = "CAMERA_OFFLINE"
+FLAP_CAMERA_ID = "NETWORK-FLAP"
+#: uuid5 namespace of the ids the processors derive (replays give the same ids).
+DERIVED_NAMESPACE = uuid.UUID("5b0c6c1e-9d3c-4f0a-9a51-3c1f6f0c2a77")
+
+
+def event_time_ms(value: Any) -> int:
+    """Milliseconds since 1970 of an RFC 3339 string, an aware datetime or a number."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        parsed = parse_rfc3339(value)
+        if parsed is None:
+            raise ValueError(f"not an RFC 3339 time: {value!r}")
+        value = parsed
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"time without UTC offset: {value!r}")
+        return int(value.timestamp() * 1000)
+    raise ValueError(f"not a time: {value!r}")
+
+
+def iso_ms(ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class StormConfig:
+    window_ms: int = 60_000
+    flap_window_ms: int = 10_000
+    flap_threshold: int = 100
+
+
+@dataclass
+class _Group:
+    """Open storm window of one (camera, alarm type)."""
+
+    start_ms: int
+    first: dict[str, Any]
+    count: int = 0
+    last_ms: int = 0
+    severity: str = "LOW"
+
+    def add(self, alarm: dict[str, Any], ms: int) -> None:
+        self.count += int(alarm.get("count") or 1)
+        self.last_ms = max(self.last_ms, ms)
+        self.start_ms = min(self.start_ms, ms)
+        if SEVERITIES.index(alarm.get("severity", "LOW")) > SEVERITIES.index(self.severity):
+            self.severity = alarm["severity"]
+
+    def merged(self) -> dict[str, Any]:
+        out = dict(self.first)
+        if self.count == int(self.first.get("count") or 1):
+            return out  # a single alarm passes unchanged
+        out["count"] = self.count
+        out["severity"] = self.severity
+        out["occurred_at"] = iso_ms(self.start_ms)
+        span = (self.last_ms - self.start_ms) / 1000
+        out["description"] = f"alarm storm: {self.count} {out['alarm_type']} alarms within {span:g} s" + (
+            f"; first: {self.first['description']}" if self.first.get("description") else ""
+        )
+        return out
+
+
+@dataclass
+class _Flap:
+    """Open flap window: CAMERA_OFFLINE alarms of all cameras since ``start_ms``."""
+
+    start_ms: int
+    cameras: dict[str, _Group] = field(default_factory=dict)
+
+    @property
+    def raw_count(self) -> int:
+        return sum(g.count for g in self.cameras.values())
+
+
+class StormMerger:
+    """Feed alarms (JSON form) with ``add``; it returns the alarms to publish, in event-time
+    order of their window's close. ``flush`` closes every open window (shutdown, tests)."""
+
+    def __init__(self, config: StormConfig | None = None) -> None:
+        self.config = config or StormConfig()
+        self.watermark: int | None = None
+        self._partition_max: dict[int, int] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._flap: _Flap | None = None
+
+    # -- input -----------------------------------------------------------------------
+
+    def add(self, alarm: dict[str, Any], ms: int | None = None, partition: int = 0) -> list[dict[str, Any]]:
+        """``partition``: the input partition; the watermark is the least of the partitions'
+        latest event times, so a partition read ahead does not make another's alarms late."""
+        ms = event_time_ms(alarm["occurred_at"]) if ms is None else ms
+        out: list[dict[str, Any]] = []
+        if alarm["alarm_type"] == OFFLINE and self.config.flap_threshold > 0 and not self._late(ms):
+            out += self._add_offline(alarm, ms)
+        else:
+            out += self._add_storm(alarm, ms)
+        self._partition_max[partition] = max(self._partition_max.get(partition, ms), ms)
+        self.watermark = min(self._partition_max.values())
+        out += self._close(self.watermark)
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        return self._close(None)
+
+    @property
+    def open_windows(self) -> int:
+        return len(self._groups) + (len(self._flap.cameras) if self._flap else 0)
+
+    # -- windows ---------------------------------------------------------------------
+
+    def _late(self, ms: int) -> bool:
+        return self.watermark is not None and ms < self.watermark - self.config.window_ms
+
+    def _add_storm(self, alarm: dict[str, Any], ms: int) -> list[dict[str, Any]]:
+        key = (alarm["camera_id"], alarm["alarm_type"])
+        group = self._groups.get(key)
+        if group is not None and group.start_ms <= ms < group.start_ms + self.config.window_ms:
+            group.add(alarm, ms)
+            return []
+        if group is None and self._late(ms):
+            return [dict(alarm)]  # too late for any window: alone, at once
+        out: list[dict[str, Any]] = []
+        if group is not None:
+            if ms < group.start_ms:
+                return [dict(alarm)]  # older than the open window of its key
+            out.append(self._groups.pop(key).merged())
+        fresh = _Group(start_ms=ms, first=dict(alarm), last_ms=ms, severity=alarm.get("severity", "LOW"))
+        fresh.add(alarm, ms)
+        fresh.severity = alarm.get("severity", "LOW")
+        self._groups[key] = fresh
+        return out
+
+    def _add_offline(self, alarm: dict[str, Any], ms: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        flap = self._flap
+        if flap is not None and not (flap.start_ms <= ms < flap.start_ms + self.config.flap_window_ms):
+            if ms < flap.start_ms:
+                return self._add_storm(alarm, ms)
+            out += self._close_flap()
+            flap = None
+        if flap is None:
+            flap = self._flap = _Flap(start_ms=ms)
+        group = flap.cameras.get(alarm["camera_id"])
+        if group is None:
+            group = flap.cameras[alarm["camera_id"]] = _Group(
+                start_ms=ms, first=dict(alarm), last_ms=ms, severity=alarm.get("severity", "LOW")
+            )
+        group.add(alarm, ms)
+        return out
+
+    def _close_flap(self) -> list[dict[str, Any]]:
+        flap, self._flap = self._flap, None
+        if flap is None:
+            return []
+        if len(flap.cameras) >= self.config.flap_threshold:
+            return [self._incident(flap)]
+        out: list[dict[str, Any]] = []
+        for camera_id, group in flap.cameras.items():  # not a flap: ordinary storms
+            key = (camera_id, OFFLINE)
+            held = self._groups.get(key)
+            if held is not None and held.start_ms <= group.start_ms < held.start_ms + self.config.window_ms:
+                held.count += group.count
+                held.last_ms = max(held.last_ms, group.last_ms)
+                if SEVERITIES.index(group.severity) > SEVERITIES.index(held.severity):
+                    held.severity = group.severity
+                continue
+            if held is not None:
+                out.append(self._groups.pop(key).merged())
+            self._groups[key] = group
+        return out
+
+    def _incident(self, flap: _Flap) -> dict[str, Any]:
+        cameras = len(flap.cameras)
+        last = max(g.last_ms for g in flap.cameras.values())
+        districts: dict[str, int] = {}
+        owners: set[str] = set()
+        severity = "LOW"
+        for group in flap.cameras.values():
+            district = (group.first.get("location") or {}).get("district") or "unknown district"
+            districts[district] = districts.get(district, 0) + 1
+            if group.first.get("owner_department"):
+                owners.add(group.first["owner_department"])
+            if SEVERITIES.index(group.severity) > SEVERITIES.index(severity):
+                severity = group.severity
+        by_district = ", ".join(f"{d} {n}" for d, n in sorted(districts.items()))
+        first_ids = sorted(g.first["alarm_id"] for g in flap.cameras.values())
+        return {
+            "alarm_id": str(uuid.uuid5(DERIVED_NAMESPACE, f"flap:{flap.start_ms}:{first_ids[0]}")),
+            "camera_id": FLAP_CAMERA_ID,
+            "alarm_type": OFFLINE,
+            "severity": "CRITICAL" if cameras >= 10 * self.config.flap_threshold else max(severity, "HIGH", key=SEVERITIES.index),
+            "occurred_at": iso_ms(flap.start_ms),
+            "location": None,
+            "owner_department": owners.pop() if len(owners) == 1 else None,
+            "count": flap.raw_count,
+            "description": f"network flap: {cameras} cameras offline within {(last - flap.start_ms) / 1000:g} s "
+            f"({by_district})",
+        }
+
+    def _close(self, watermark: int | None) -> list[dict[str, Any]]:
+        """Close windows whose end is at or before ``watermark`` (all when None)."""
+        out: list[dict[str, Any]] = []
+        if self._flap is not None and (watermark is None or self._flap.start_ms + self.config.flap_window_ms <= watermark):
+            out += self._close_flap()
+        due = [
+            key
+            for key, group in self._groups.items()
+            if watermark is None or group.start_ms + self.config.window_ms <= watermark
+        ]
+        for key in sorted(due, key=lambda k: self._groups[k].start_ms):
+            out.append(self._groups.pop(key).merged())
+        return out

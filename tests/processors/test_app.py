@@ -1,0 +1,206 @@
+"""The processors' faust worker against the real broker: registry import and camera_status
+feed the camera table, alarms come out enriched and storm-merged, a flap as one incident.
+The worker runs as a subprocess with a deadline; time is driven by the records' event times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from ruamel.yaml import YAML
+
+from bus.consume.decoder import Decoder
+from bus.kafka.admin import admin, delete_topics
+from bus.kafka.config import KafkaSettings, consumer_config
+from bus.processors.app import app_id, ensure_processor_topics, import_cameras, processor_topics
+from bus.processors.cameras import CameraInfo
+from bus.processors.storms import FLAP_CAMERA_ID, iso_ms
+from bus.publish import Publisher
+from bus.registry.client import registry_client
+from bus.schemas.records import to_json
+from bus.topology.loader import load_topology
+from bus.topology.models import Topology
+from tests.fixtures.city import City
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = int(dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc).timestamp() * 1000)
+LOC_A = {"latitude": 23.02, "longitude": 113.12, "district": "CHANCHENG", "street": "Zumiao Rd", "grid_cell": "CC-0412"}
+LOC_B = {"latitude": 22.8, "longitude": 113.29, "district": "SHUNDE", "street": None, "grid_cell": None}
+CAM_A, CAM_B, CAM_C, CAM_D = "CAM-CC-00012", "CAM-SD-00044", "CAM-NH-09999", "CAM-GM-00001"
+
+
+@pytest.fixture
+def one_partition_city(city: City) -> Topology:
+    """The test city with one camera_alarm partition: a total order of alarms, so that the
+    event-time assertions are deterministic (the merger is partition-aware in production)."""
+    yaml = YAML()
+    data = yaml.load(city.path.read_text(encoding="utf-8"))
+    for et in data["event_types"]:
+        if et["name"] == "camera_alarm":
+            et["partitions"] = 1
+    with city.path.open("w", encoding="utf-8") as out:
+        yaml.dump(data, out)
+    return load_topology(city.path)
+
+
+@dataclass
+class Worker:
+    start: Callable[[], None]
+    stop: Callable[[], None]
+
+
+@pytest.fixture
+def worker(one_partition_city: Topology, city: City, tmp_path: Path) -> Iterator["Worker"]:
+    """Start the processors as a subprocess; stopped (SIGTERM, then SIGKILL) at the end."""
+    procs: list[subprocess.Popen] = []
+    settings = city.settings
+    env = dict(
+        os.environ,
+        BUS_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        BUS_KAFKA_PROFILE=str(settings.kafka_profile),
+        BUS_REGISTRY_URL=settings.registry_url,
+    )
+    log = (tmp_path / "worker.log").open("wb")
+
+    def start() -> None:
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bus.processors", str(city.path), "none", "INFO"],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        )
+
+    def stop() -> None:
+        while procs:
+            proc = procs.pop()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    yield Worker(start, stop)
+    stop()
+    log.close()
+    topics = processor_topics(one_partition_city)
+    delete_topics(settings, [topics.enriched, topics.camera_import, f"{app_id(one_partition_city)}-__assignor-__leader", f"{app_id(one_partition_city)}-cameras-changelog"])
+
+
+def read_until(settings: KafkaSettings, topic: str, done: Callable[[list], bool], deadline_s: float, decode) -> list:
+    deadline = time.monotonic() + deadline_s
+    client = admin(settings)
+    # a consumer subscribed to a missing topic would not see it created for minutes (metadata refresh)
+    while topic not in client.list_topics(timeout=5).topics:
+        assert time.monotonic() < deadline, f"topic {topic} was not created within {deadline_s} s"
+        time.sleep(0.2)  # polling for a condition, bounded by the deadline
+    consumer = Consumer(consumer_config(settings, group_id=f"test-{uuid.uuid4().hex[:8]}", client_id="test-reader"))
+    consumer.subscribe([topic])
+    seen: list = []
+    try:
+        while time.monotonic() < deadline and not done(seen):
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            seen.append(decode(msg))
+    finally:
+        consumer.close()
+    return seen
+
+
+def committed(settings: KafkaSettings, group: str, topic: str, partitions: int) -> int:
+    """Records of ``topic`` the group has committed, summed over partitions."""
+    consumer = Consumer(consumer_config(settings, group_id=group, client_id="test-committed"))
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(tp.offset for tp in offsets if tp.offset > 0)
+
+
+def alarm(camera: str, kind: str, at_s: float, **extra: object) -> dict:
+    record = {
+        "alarm_id": str(uuid.uuid4()),
+        "camera_id": camera,
+        "alarm_type": kind,
+        "severity": "MEDIUM",
+        "occurred_at": iso_ms(T0 + int(at_s * 1000)),
+    }
+    record.update(extra)
+    return record
+
+
+def test_enrichment_storms_and_flap(one_partition_city: Topology, city: City, worker: Worker) -> None:
+    topology, settings = one_partition_city, city.settings
+    topics = ensure_processor_topics(topology, settings)
+    # the registry import knows camera A; camera B is known only from its status event
+    assert import_cameras(topology, settings, [CameraInfo(CAM_A, location=LOC_A, owner_department="city_management")]) == 1
+    with Publisher(topology, settings) as publisher:
+        publisher.publish(
+            "camera_status", "police",
+            {"camera_id": CAM_B, "status": "ONLINE", "reported_at": iso_ms(T0 - 3_600_000), "location": LOC_B,
+             "owner_department": "police"},
+        )
+        worker.start()
+        changelog = f"{app_id(topology)}-cameras-changelog"
+        keys = read_until(settings, changelog, lambda seen: {CAM_A, CAM_B} <= set(seen), 60,
+                          lambda m: json.loads(m.key()))
+        assert {CAM_A, CAM_B} <= set(keys), "the camera table was not fed within 60 s"
+        # a restarted worker recovers the table from its changelog before it reads alarms
+        worker.stop()
+        assert committed(settings, app_id(topology), topics.camera_import, topics.status_partitions) == 1, (
+            "the import record must be committed, so that the restarted worker gets camera A only from the changelog"
+        )
+        worker.start()
+        # wait until the restarted worker processes records again (it has recovered and sought its
+        # committed offsets): alarms arriving during its start-up were seen lost (3 of 120), see the report
+        probe = "CAM-PROBE-00001"
+        publisher.publish("camera_status", "police",
+                          {"camera_id": probe, "status": "ONLINE", "reported_at": iso_ms(T0 - 3_600_000)})
+        keys = read_until(settings, changelog, lambda seen: probe in seen, 60, lambda m: json.loads(m.key()))
+        assert probe in keys, "the restarted worker did not process camera_status within 60 s"
+
+        for at in (0, 5, 20, 40, 59):
+            publisher.publish("camera_alarm", "police", alarm(CAM_A, "INTRUSION", at))
+        publisher.publish("camera_alarm", "police", alarm(CAM_B, "FIRE_SMOKE", 1, severity="HIGH"))
+        publisher.publish("camera_alarm", "police", alarm(CAM_C, "TAMPERING", 2))
+        summary = publisher.publish_each(
+            "camera_alarm", "police",
+            [(i, alarm(f"CAM-SD-{i:05d}", "CAMERA_OFFLINE", 70 + i * 0.025)) for i in range(120)],
+        )
+        assert (summary.published, summary.rejected) == (120, [])
+        publisher.publish("camera_alarm", "police", alarm(CAM_D, "INTRUSION", 300))  # moves event time on
+
+    decoder = Decoder(registry_client(settings))
+    out = read_until(settings, topics.enriched, lambda seen: sum(r["count"] for r, _ in seen) >= 127, 40,  # every raw alarm
+                     lambda m: (to_json(decoder.decode(m.value())), dict(m.headers())))
+    by_camera = {record["camera_id"]: (record, headers) for record, headers in out}
+    assert sorted(by_camera) == sorted([CAM_A, CAM_B, CAM_C, FLAP_CAMERA_ID]), out
+    a, headers = by_camera[CAM_A]
+    assert (a["count"], a["location"]["district"], a["owner_department"]) == (5, "CHANCHENG", "city_management")
+    assert headers["ce_type"] == b"camera_alarm" and headers["ce_source"] == b"police"
+    b, _ = by_camera[CAM_B]
+    assert (b["count"], b["location"]["district"], b["owner_department"], b["severity"]) == (1, "SHUNDE", "police", "HIGH")
+    c, _ = by_camera[CAM_C]
+    assert (c["count"], c["location"]) == (1, None)  # unknown camera: passes as it came
+    flap, _ = by_camera[FLAP_CAMERA_ID]
+    assert flap["count"] == 120 and "120 cameras offline" in flap["description"], [(r["camera_id"], r["count"], r.get("description")) for r, _ in out]
+    assert len(out) == 4
+    # linkage: the fire alarm opened a case for the fire brigade and one for Shunde's centre
+    cases = read_until(settings, topology.event_type("city_case").topic, lambda seen: len(seen) >= 2, 30,
+                       lambda m: to_json(decoder.decode(m.value())))
+    assert sorted((c["responsible_unit"], c["category"], c["related_alarm_id"]) for c in cases) == [
+        ("district_shunde", "FIRE_HAZARD", b["alarm_id"]),
+        ("fire_brigade", "FIRE_HAZARD", b["alarm_id"]),
+    ]
