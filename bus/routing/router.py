@@ -71,6 +71,20 @@ class RouterStats:
     committed_out: int = 0  # output records whose transaction committed
 
 
+def _retrying(operation: Callable[[], object], attempts: int = 5) -> None:
+    """Run a transactional operation, repeating it while librdkafka says the error is
+    retriable and does not require an abort (its documented contract)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            operation()
+            return
+        except KafkaException as exc:
+            error = exc.args[0]
+            if attempt == attempts or not error.retriable() or error.txn_requires_abort():
+                raise
+            log.warning("router transaction step failed, retrying", error=error.str(), attempt=attempt)
+
+
 class Router:
     """Routes every canonical topic of ``topology`` to its subscription topics."""
 
@@ -244,16 +258,17 @@ class Router:
         started = time.monotonic()
         out_before = self.stats.records_out
         producer = self._producer
+        timeout = self.settings.connect_timeout_s + 20
         producer.begin_transaction()
         try:
             for msg in batch:
                 self._route_one(msg)
-            producer.send_offsets_to_transaction(
-                self._consumer.position(self._consumer.assignment()),
-                self._consumer.consumer_group_metadata(),
-                self.settings.connect_timeout_s + 20,
-            )
-            producer.commit_transaction(self.settings.connect_timeout_s + 20)
+            positions = self._consumer.position(self._consumer.assignment())
+            metadata = self._consumer.consumer_group_metadata()
+            _retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, timeout))
+            # A retriable commit failure (a timeout) is retried, never aborted: the commit may
+            # have happened, and aborting it would route the batch twice.
+            _retrying(lambda: producer.commit_transaction(timeout))
         except KafkaException as exc:
             self.stats.records_out = out_before
             self._abort_and_rewind(exc)
@@ -300,6 +315,8 @@ class Router:
         committed = self._consumer.committed(self._consumer.assignment(), timeout=self.settings.connect_timeout_s)
         for tp in committed:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+        if self.settings.embedded:  # the aborted outputs stay visible there: do not write them again
+            self._recover({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed})
 
     def _route_one(self, msg: Message) -> None:
         assert self._producer is not None

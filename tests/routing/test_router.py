@@ -213,3 +213,46 @@ def test_router_reports_to_the_monitor(small_city: tuple) -> None:
     assert out[(("department", "city_management"), ("subscription", "mirror"), ("topic", mirror.topic))] == 3
     assert out[(("department", "city_management"), ("subscription", "offline"), ("topic", offline.topic))] == 2
     assert any(name == "bus_router_transaction_seconds_count" and v >= 1 for (name, _), v in samples.items())
+
+
+class _FailFirstCommit:
+    """The router's producer, except that the first commit fails with an error that
+    requires aborting the transaction (as a broker may answer under load)."""
+
+    def __init__(self, producer) -> None:
+        self._producer = producer
+        self.failed = False
+
+    def commit_transaction(self, *args):
+        if not self.failed:
+            self.failed = True
+            self._producer.flush(10)  # the outputs reached the broker before the failure
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(KafkaError._STATE, "injected: abort required", txn_requires_abort=True))
+        return self._producer.commit_transaction(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
+
+
+class _RouterFailingOnce(Router):
+    def _open(self) -> None:
+        super()._open()
+        self.wrapper = _FailFirstCommit(self._producer)
+        self._producer = self.wrapper  # type: ignore[assignment]
+
+
+def test_an_aborted_transaction_is_routed_again_without_duplicates(small_city: tuple) -> None:
+    topology, settings = small_city
+    rng = random.Random(11)
+    with Publisher(topology, settings) as publisher:
+        for _ in range(20):
+            publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": "OFFLINE"})
+    router = _RouterFailingOnce(topology, settings)
+    with RunningRouter(router):
+        wait_until(lambda: router.stats.committed_in >= 20, what="20 records committed after the abort")
+    assert router.wrapper.failed
+    for route in router.routes["camera_status"]:
+        ids = [r.headers["ce_id"] for r in tail(settings, [route.topic], exit_at_end=True)]
+        assert len(ids) == 20 and len(set(ids)) == 20, f"{route.subscription}: {len(ids)} records, {len(set(ids))} distinct"
