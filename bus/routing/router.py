@@ -51,14 +51,6 @@ def router_dlq_topic(topology: Topology) -> str:
     return topic_name(topology.namespace, "bus-router-dlq")
 
 
-def partition_for(key: bytes | None, partitions: int, fallback: int) -> int:
-    """Deterministic partition of a key (CRC32, as librdkafka's consistent partitioner);
-    keyless records keep the canonical partition number (modulo the output's count)."""
-    if key is None:
-        return fallback % partitions
-    return zlib.crc32(key) % partitions
-
-
 @dataclass
 class RouterStats:
     records_in: int = 0
@@ -109,7 +101,7 @@ class Router:
         self._reported: dict[str, int] = {}
         self._by_topic = {topology.event_type(et).topic: (et, routes) for et, routes in self.routes.items()}
         self._canonical = {topology.event_type(et).topic: topology.schema_for(et) for et in self.routes}
-        self._skip: dict[tuple[str, int, str, int], int] = {}
+        self._skip: dict[tuple[str, int], int] = {}  # (output topic, partition) -> source offset
         self._registry = registry_client(settings)
         self._decoder = Decoder(self._registry)
         self._transactional_id = topic_name(topology.namespace, f"bus-router-{instance}")
@@ -126,11 +118,26 @@ class Router:
         specs += [TopicSpec(self.topology.event_type(et).topic, self.topology.event_type(et).partitions) for et in self.routes]
         specs.append(TopicSpec(router_dlq_topic(self.topology), 1))
         ensure_topics(self.settings, specs)
+        self._check_partition_counts()
         for routes in self.routes.values():
             for route in routes:
                 route.schema_id = ensure_registered(
                     self._registry, route.subject, schema_json(route.schema), route.compatibility
                 )
+
+    def _check_partition_counts(self) -> None:
+        """Outputs keep their source partition: a subscription topic needs as many partitions
+        as its canonical topic."""
+        topics = wait_for_broker(self.settings).list_topics(timeout=self.settings.connect_timeout_s).topics
+        for event_type, routes in self.routes.items():
+            source = self.topology.event_type(event_type)
+            have = len(topics[source.topic].partitions)
+            for route in routes:
+                if len(topics[route.topic].partitions) != have:
+                    raise RoutingError(
+                        f"subscription topic {route.topic} has {len(topics[route.topic].partitions)} partitions but "
+                        f"{source.topic} has {have}; give them the same count (outputs keep the source partition)"
+                    )
 
     def _open(self) -> None:
         self._producer = Producer(
@@ -163,67 +170,75 @@ class Router:
 
     def _recover(self, committed: dict[tuple[str, int], int]) -> None:
         """Find outputs of the assigned canonical partitions, at or after their committed
-        offsets, that are already visible (an aborted transaction's records, on the
-        embedded broker), so that they are not written again.
+        offsets, that are already visible (aborted transactions' records, on the embedded
+        broker), so that they are not written again.
 
-        One pass: the tail of every output partition (at most one transaction's worth of
-        records) is read once by a single reader, whatever the number of sources."""
-        topics = {topic for topic, _ in committed}
-        outputs = {(route.topic, q) for topic in topics for route in self._by_topic[topic][1] for q in range(route.partitions)}
+        Output partition p of a route holds only the outputs of source partition p, in
+        source order. Reading it backwards, page by page, until an output of an input
+        before the committed offset (or the start of the log) therefore finds every
+        visible output of uncommitted inputs, however many aborts left them there."""
+        pending = {
+            (route.topic, p): (src_topic, c)
+            for (src_topic, p), c in committed.items()
+            for route in self._by_topic[src_topic][1]
+        }
         reader = Consumer(
             consumer_config(self.settings, group_id="bus-router-recovery", client_id="bus-router-recovery")
         )
         try:
-            ends: dict[tuple[str, int], int] = {}
-            starts = []
-            for topic, q in outputs:
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, q), timeout=self.settings.connect_timeout_s)
-                start = max(low, high - self.batch_size)
-                if high > start:
-                    ends[(topic, q)] = high
-                    starts.append(TopicPartition(topic, q, start))
-            highest = self._read_sources(reader, starts, ends)
+            upper = {}
+            for out in pending:
+                low, high = reader.get_watermark_offsets(TopicPartition(*out), timeout=self.settings.connect_timeout_s)
+                upper[out] = (low, high)
+            while pending:
+                pages = {out: (max(low, high - self.batch_size), high) for out, (low, high) in upper.items() if out in pending}
+                pages = {out: page for out, page in pages.items() if page[1] > page[0]}
+                for out in [o for o in pending if o not in pages]:
+                    del pending[out]  # empty, or read back to the start of the log
+                if not pages:
+                    break
+                found = self._read_pages(reader, pages)
+                for out, sources in found.items():
+                    src_topic, c = pending[out]
+                    uncommitted = [o for o in sources if o >= c]
+                    if uncommitted:
+                        key = (out[0], out[1])
+                        self._skip[key] = max(self._skip.get(key, -1), max(uncommitted))
+                    if len(uncommitted) < len(sources) or pages[out][0] == upper[out][0]:
+                        del pending[out]  # reached a committed output, or the log start
+                    else:
+                        upper[out] = (upper[out][0], pages[out][0])  # all uncommitted: read further back
         finally:
             reader.close()
-        for (out_topic, q, src_topic, src_partition), offset in highest.items():
-            if offset >= committed.get((src_topic, src_partition), offset + 1):
-                self._skip[(out_topic, q, src_topic, src_partition)] = offset
-                log.warning(
-                    "router recovery: outputs of an unfinished transaction are visible; skipping them",
-                    output=f"{out_topic}[{q}]",
-                    source=f"{src_topic}[{src_partition}]",
-                    up_to_offset=offset,
-                )
+        for (out_topic, q), offset in self._skip.items():
+            log.info("router recovery: skipping visible outputs of uncommitted inputs",
+                     output=f"{out_topic}[{q}]", up_to_source_offset=offset)
 
-    def _read_sources(
-        self, reader: Consumer, starts: list[TopicPartition], ends: dict[tuple[str, int], int]
-    ) -> dict[tuple[str, int, str, int], int]:
-        """(output topic, output partition, source topic, source partition) -> the highest
-        source offset found in the given output ranges."""
-        highest: dict[tuple[str, int, str, int], int] = {}
-        if not starts:
-            return highest
-        reader.assign(starts)
-        pending = set(ends)
+    def _read_pages(
+        self, reader: Consumer, pages: dict[tuple[str, int], tuple[int, int]]
+    ) -> dict[tuple[str, int], list[int]]:
+        """The source offsets (``bus_src``) of the records in each output page."""
+        found: dict[tuple[str, int], list[int]] = {out: [] for out in pages}
+        reader.assign([TopicPartition(t, q, start) for (t, q), (start, _) in pages.items()])
+        remaining = set(pages)
         deadline = time.monotonic() + self.settings.connect_timeout_s + 30
-        while pending and time.monotonic() < deadline:
+        while remaining and time.monotonic() < deadline:
             for msg in take_batch(reader, 1000, 0.2):
-                if msg.error():
+                out = (msg.topic(), msg.partition())
+                if msg.error() or out not in remaining or msg.offset() >= pages[out][1]:
                     continue
                 for key, value in msg.headers() or []:
                     if key == SRC_HEADER and value:
-                        src_topic, src_partition, src_offset = value.decode().rsplit(":", 2)
-                        slot = (msg.topic(), msg.partition(), src_topic, int(src_partition))
-                        highest[slot] = max(highest.get(slot, -1), int(src_offset))
-            for tp in reader.position([TopicPartition(t, q) for t, q in pending]):
-                if tp.offset >= ends[(tp.topic, tp.partition)]:
-                    pending.discard((tp.topic, tp.partition))
-        if pending:
+                        found[out].append(int(value.rsplit(b":", 1)[1]))
+            for tp in reader.position([TopicPartition(t, q) for t, q in remaining]):
+                if tp.offset >= pages[(tp.topic, tp.partition)][1]:
+                    remaining.discard((tp.topic, tp.partition))
+        reader.unassign()
+        if remaining:
             raise RoutingError(
-                f"router recovery could not read {len(pending)} output partition(s) to their end in time; "
-                "restart the router"
+                f"router recovery could not read {len(remaining)} output partition(s) in time; restart the router"
             )
-        return highest
+        return found
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -343,11 +358,13 @@ class Router:
             except (SchemaError, ValueError, TypeError, KeyError) as exc:
                 self._dead_letter(msg, route, exc)
                 return  # the record is bad for every route: dead-lettered once
-            q = partition_for(out_key, route.partitions, partition)
-            if self._skip and self._skip.get((route.topic, q, topic, partition), -1) >= offset:
+            # The output keeps the source partition: per-key order holds (a key has one source
+            # partition) even where the key itself is masked, and each output partition holds
+            # the outputs of one source partition only, which bounds recovery exactly.
+            if self._skip and self._skip.get((route.topic, partition), -1) >= offset:
                 self.stats.skipped_on_recovery += 1
                 continue
-            self._produce(route.topic, q, out_key, out_value, headers)
+            self._produce(route.topic, partition, out_key, out_value, headers)
             self.stats.records_out += 1
             route.delivered += 1
 
