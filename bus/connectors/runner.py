@@ -40,7 +40,7 @@ from bus.consume.decoder import Decoder
 from bus.kafka.config import KafkaSettings, consumer_config
 from bus.registry.client import registry_client
 from bus.registry.exceptions import RegistryUnreachable
-from bus.topology.models import Connector, Topology, topic_name
+from bus.topology.models import Connector, Topology
 
 GROUP_PREFIX = "bus-connector"
 TP = tuple[str, int]

@@ -17,7 +17,7 @@ from bus.routing.exceptions import UnsupportedSubscription
 from bus.routing.filters import Predicate, always, compile_filter
 from bus.routing.masking import Masker, masker
 from bus.routing.secrets import department_hash_key
-from bus.schemas.catalog import EventSchema
+from bus.schemas.catalog import EventSchema, inline_references
 from bus.topology.models import Subscription, Topology
 
 MASKED_TYPE = ["null", "string"]
@@ -74,8 +74,6 @@ def derive_schema(event: EventSchema, selection: list[str], treatments: dict[str
 
 
 def _redefine_orphans(schema: dict[str, Any], event: EventSchema) -> dict[str, Any]:
-    from bus.schemas.catalog import inline_references  # the catalog's own inliner
-
     def strip(node: Any) -> Any:
         # Replace named definitions with references, then let the inliner define each once.
         if isinstance(node, list):

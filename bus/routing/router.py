@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -202,17 +201,15 @@ class Router:
                     src_topic, c = pending[out]
                     uncommitted = [o for o in sources if o >= c]
                     if uncommitted:
-                        key = (out[0], out[1])
-                        self._skip[key] = max(self._skip.get(key, -1), max(uncommitted))
+                        self._skip[out] = max(self._skip.get(out, -1), max(uncommitted))
+                        log.info("router recovery: skipping visible outputs of uncommitted inputs",
+                                 output=f"{out[0]}[{out[1]}]", up_to_source_offset=self._skip[out])
                     if len(uncommitted) < len(sources) or pages[out][0] == upper[out][0]:
                         del pending[out]  # reached a committed output, or the log start
                     else:
                         upper[out] = (upper[out][0], pages[out][0])  # all uncommitted: read further back
         finally:
             reader.close()
-        for (out_topic, q), offset in self._skip.items():
-            log.info("router recovery: skipping visible outputs of uncommitted inputs",
-                     output=f"{out_topic}[{q}]", up_to_source_offset=offset)
 
     def _read_pages(
         self, reader: Consumer, pages: dict[tuple[str, int], tuple[int, int]]

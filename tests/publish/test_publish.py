@@ -20,7 +20,7 @@ from bus.publish.exceptions import PublishRefused
 from bus.publish.jsonl import read_jsonl
 from bus.registry.client import registry_client
 from bus.registry.exceptions import RegistryUnreachable
-from bus.schemas.exceptions import RecordInvalid, RecordTooLarge, UnknownEventType
+from bus.schemas.exceptions import RecordInvalid, RecordTooLarge
 from bus.schemas.records import to_datum, to_json
 from bus.schemas.registration import avro_schema
 from tests.fixtures.city import City
