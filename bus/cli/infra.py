@@ -92,7 +92,7 @@ def up(
         if exit_after_start:
             if city.router:  # show the samples routed before leaving
                 deadline = time.monotonic() + 30
-                while city.router.stats.records_in < published and time.monotonic() < deadline:
+                while city.router.routers[None].stats.records_in < published and time.monotonic() < deadline:
                     time.sleep(0.1)
             typer.echo(city.summary(published))
             return

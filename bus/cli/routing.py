@@ -9,7 +9,7 @@ import typer
 from bus.cli.app import app
 from bus.cli.options import TopologyOption
 from bus.kafka.config import KafkaSettings
-from bus.routing.router import Router
+from bus.routing.service import RoutingService
 from bus.topology.loader import load_topology
 
 
@@ -20,14 +20,19 @@ def route(
     batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="Records per transaction at most."),
 ) -> None:
     """Run the router: canonical topics -> every subscription topic, filtered, projected and
-    masked, exactly once (Kafka transactions). Ctrl-C or SIGTERM stops after the current batch."""
+    masked, exactly once (Kafka transactions). Subscriptions with a start point are backfilled
+    by a lane of their own; topologies published by `bus apply` are followed while running.
+    Ctrl-C or SIGTERM stops after the current batch."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    router = Router(load_topology(topology), KafkaSettings(), instance=instance, batch_size=batch_size)
-    router.prepare()
-    routes = sum(len(r) for r in router.routes.values())
-    typer.echo(f"router {instance}: {routes} subscriptions over {len(router.routes)} event types; Ctrl-C stops")
-    router.run(stop)
-    s = router.stats
+    service = RoutingService(load_topology(topology), KafkaSettings(), instance=instance, batch_size=batch_size)
+    service.prepare()
+    lanes = len(service.routers) - 1
+    typer.echo(f"router {instance}: {len(service.subscriptions)} subscriptions ({lanes} in lanes of their own, "
+               "backfilling from their start point); follows `bus apply`; Ctrl-C stops")
+    service.start()
+    stop.wait()
+    service.stop()
+    s = service.stats
     typer.echo(f"router {instance} stopped: {s.records_in} in, {s.records_out} out, {s.dead_letters} dead letters")

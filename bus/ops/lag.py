@@ -85,9 +85,10 @@ _LIVE_STATES = {
 # -- the bus's group names ---------------------------------------------------------------
 
 
-def router_group(namespace: str | None) -> str:
-    """The router's consumer group: ``bus-router``, or ``<namespace>.bus-router``."""
-    return topic_name(namespace, ROUTER_GROUP)
+def router_group(namespace: str | None, lane: str | None = None) -> str:
+    """The router's consumer group: ``bus-router``, or ``<namespace>.bus-router``; a lane's
+    (one subscription with a start point, see bus.routing.service) is ``bus-router.<lane>``."""
+    return topic_name(namespace, ROUTER_GROUP if lane is None else f"{ROUTER_GROUP}.{lane}")
 
 
 def connector_group(namespace: str | None, connector: str) -> str:
@@ -98,7 +99,8 @@ def connector_group(namespace: str | None, connector: str) -> str:
 def bus_groups(topology: Topology) -> list[str]:
     """The groups the bus runs for a topology: the router and every sink connector."""
     sinks = [c.name for c in topology.connectors if c.side == "sink"]
-    return [router_group(topology.namespace), *(connector_group(topology.namespace, name) for name in sinks)]
+    lanes = [router_group(topology.namespace, s.lane) for s in topology.subscriptions if s.lane]
+    return [router_group(topology.namespace), *lanes, *(connector_group(topology.namespace, name) for name in sinks)]
 
 
 # -- department terms ------------------------------------------------------------------------
@@ -132,12 +134,16 @@ class Directory:
             self._topics[et.topic] = Owner(et.owner, "", et.name)
         for sub in topology.subscriptions:
             self._topics[sub.topic] = Owner(sub.department, sub.name, sub.event_type)
+            if sub.lane:  # a router lane serves one subscription: its lag is that department's
+                self._groups[router_group(topology.namespace, sub.lane)] = Owner(sub.department, sub.name, sub.event_type)
         for c in topology.connectors:
             if c.side == "sink" and c.subscription:
                 self._groups[connector_group(topology.namespace, c.name)] = Owner(c.department, c.subscription)
         self.bus_groups = tuple(bus_groups(topology))
 
     def owner(self, group: str, topic: str | None = None) -> Owner:
+        if group in self._groups and self._groups[group].event_type:
+            return self._groups[group]
         if topic is not None and topic in self._topics:
             return self._topics[topic]
         return self._groups.get(group, Owner())

@@ -158,9 +158,14 @@ def build_route(topology: Topology, sub: Subscription, environ: dict[str, str] |
     )
 
 
-def build_routes(topology: Topology, environ: dict[str, str] | None = None) -> dict[str, list[Route]]:
-    """Event type -> its routes, for every event type that has subscriptions."""
+def build_routes(
+    topology: Topology,
+    environ: dict[str, str] | None = None,
+    select: Callable[[Subscription], bool] | None = None,
+) -> dict[str, list[Route]]:
+    """Event type -> its routes, for every event type that has (selected) subscriptions."""
     routes: dict[str, list[Route]] = {}
     for sub in topology.subscriptions:
-        routes.setdefault(sub.event_type, []).append(build_route(topology, sub, environ))
+        if select is None or select(sub):
+            routes.setdefault(sub.event_type, []).append(build_route(topology, sub, environ))
     return routes

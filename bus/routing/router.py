@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING
+
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -39,7 +41,7 @@ from bus.schemas import wire
 from bus.schemas.catalog import schema_json
 from bus.schemas.exceptions import SchemaError
 from bus.schemas.registration import ensure_registered
-from bus.topology.models import Topology, topic_name
+from bus.topology.models import Subscription, Topology, topic_name
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,7 @@ class RouterStats:
     dead_letters: int = 0
     skipped_on_recovery: int = 0
     transactions: int = 0
+    before_start: int = 0  # records older than a subscription's start point, not routed
     committed_in: int = 0  # input records whose transaction committed
     committed_out: int = 0  # output records whose transaction committed
 
@@ -76,8 +79,17 @@ def _retrying(operation: Callable[[], object], attempts: int = 5) -> None:
             log.warning("router transaction step failed, retrying", error=error.str(), attempt=attempt)
 
 
+Select = Callable[[Subscription], bool]
+
+
 class Router:
-    """Routes every canonical topic of ``topology`` to its subscription topics."""
+    """Routes the canonical topics of ``topology`` to its subscription topics (all of them,
+    or those ``select`` picks); one consumer group and one transactional producer.
+
+    ``lane`` names a router that serves one subscription with a start point (see
+    :mod:`bus.routing.service`): its group is ``bus-router.<lane>`` and, where the group
+    has no committed offset yet, it starts at the subscription's ``start``.
+    """
 
     def __init__(
         self,
@@ -89,47 +101,70 @@ class Router:
         environ: dict[str, str] | None = None,
         on_batch: Callable[[RouterStats], None] | None = None,
         monitor: BusMonitor | None = None,
+        select: Select | None = None,
+        lane: str | None = None,
     ) -> None:
-        self.topology = topology
         self.settings = settings
         self.batch_size = batch_size
-        self.routes = build_routes(topology, environ)
+        self.environ = environ
+        self.select = select
+        self.lane = lane
         self.stats = RouterStats()
         self._on_batch = on_batch
         self.monitor = monitor
         self._reported: dict[str, int] = {}
-        self._by_topic = {topology.event_type(et).topic: (et, routes) for et, routes in self.routes.items()}
-        self._canonical = {topology.event_type(et).topic: topology.schema_for(et) for et in self.routes}
         self._skip: dict[tuple[str, int], int] = {}  # (output topic, partition) -> source offset
+        self._not_before: dict[tuple[str, int], int] = {}  # (canonical topic, partition) -> start, ms
+        self._start_ms: dict[str, int | None] = {}  # canonical topic -> start of a new group's position
         self._registry = registry_client(settings)
         self._decoder = Decoder(self._registry)
-        self._transactional_id = topic_name(topology.namespace, f"bus-router-{instance}")
+        self.group = router_group(topology.namespace, lane)
+        self._transactional_id = f"{self.group}-{instance}"
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._pending: Topology | None = None
+        self._lock = threading.Lock()
         self.assigned = threading.Event()
+        self._install(topology, build_routes(topology, environ, select))
+        if lane is not None:
+            at = topology.subscription(lane).start_time  # None: from the earliest record
+            self._start_ms = {topic: None if at is None else int(at.timestamp() * 1000) for topic in self._by_topic}
+
+    def _install(self, topology: Topology, routes: dict[str, list[Route]]) -> None:
+        self.topology = topology
+        self.routes = routes
+        self._by_topic = {topology.event_type(et).topic: (et, rs) for et, rs in routes.items()}
+        self._canonical = {topology.event_type(et).topic: topology.schema_for(et) for et in routes}
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [r.subscription for routes in self.routes.values() for r in routes]
 
     # -- start-up -----------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Create the subscription and dead-letter topics and register every route's schema."""
+        self._prepare(self.topology, self.routes)
+
+    def _prepare(self, topology: Topology, routes: dict[str, list[Route]]) -> None:
         wait_for_broker(self.settings)
-        specs = [TopicSpec(r.topic, r.partitions) for routes in self.routes.values() for r in routes]
-        specs += [TopicSpec(self.topology.event_type(et).topic, self.topology.event_type(et).partitions) for et in self.routes]
-        specs.append(TopicSpec(router_dlq_topic(self.topology), 1))
+        specs = [TopicSpec(r.topic, r.partitions) for rs in routes.values() for r in rs]
+        specs += [TopicSpec(topology.event_type(et).topic, topology.event_type(et).partitions) for et in routes]
+        specs.append(TopicSpec(router_dlq_topic(topology), 1))
         ensure_topics(self.settings, specs)
-        self._check_partition_counts()
-        for routes in self.routes.values():
-            for route in routes:
+        self._check_partition_counts(topology, routes)
+        for rs in routes.values():
+            for route in rs:
                 route.schema_id = ensure_registered(
                     self._registry, route.subject, schema_json(route.schema), route.compatibility
                 )
 
-    def _check_partition_counts(self) -> None:
+    def _check_partition_counts(self, topology: Topology, routes: dict[str, list[Route]]) -> None:
         """Outputs keep their source partition: a subscription topic needs as many partitions
         as its canonical topic."""
         topics = wait_for_broker(self.settings).list_topics(timeout=self.settings.connect_timeout_s).topics
-        for event_type, routes in self.routes.items():
-            source = self.topology.event_type(event_type)
+        for event_type, routes in routes.items():
+            source = topology.event_type(event_type)
             have = len(topics[source.topic].partitions)
             for route in routes:
                 if len(topics[route.topic].partitions) != have:
@@ -148,21 +183,52 @@ class Router:
         self._consumer = Consumer(
             consumer_config(
                 self.settings,
-                group_id=router_group(self.topology.namespace),
+                group_id=self.group,
                 client_id="bus-router",
                 group_instance_id=self._transactional_id,
             )
         )
-        self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        assert self._consumer is not None
+        if self._by_topic:
+            self._consumer.subscribe(list(self._by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        else:
+            self._consumer.unsubscribe()
+            self.assigned.set()  # nothing to route is a served state
 
     # -- recovery -----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=self.settings.connect_timeout_s)
+        fresh = [tp for tp in committed if tp.offset < 0 and self._start_ms.get(tp.topic, -1) != -1]
+        if fresh:
+            self._start_fresh(consumer, committed, fresh)
         if self.settings.embedded:
-            committed = consumer.committed(partitions, timeout=self.settings.connect_timeout_s)
             self._recover({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed})
-        log.info("router assigned", partitions=len(partitions))
+        log.info("router assigned", group=self.group, partitions=len(partitions))
         self.assigned.set()
+
+    def _start_fresh(self, consumer: Consumer, committed: list[TopicPartition], fresh: list[TopicPartition]) -> None:
+        """Partitions this group never committed on, of a topic with a start point: a lane's
+        backfill start, or the time a subscription was added to a running router."""
+        positions = {(tp.topic, tp.partition): OFFSET_BEGINNING for tp in committed if tp.offset < 0}
+        for tp in fresh:
+            start_ms = self._start_ms[tp.topic]
+            if start_ms is not None:
+                self._not_before[(tp.topic, tp.partition)] = start_ms
+        timed = [TopicPartition(tp.topic, tp.partition, self._start_ms[tp.topic]) for tp in fresh
+                 if self._start_ms[tp.topic] is not None]
+        if timed and not self.settings.embedded:  # the embedded broker answers 0 to every time query
+            for tp in consumer.offsets_for_times(timed, timeout=self.settings.connect_timeout_s):
+                if tp.offset >= 0:
+                    positions[(tp.topic, tp.partition)] = tp.offset
+        consumer.assign([
+            TopicPartition(tp.topic, tp.partition, positions.get((tp.topic, tp.partition), tp.offset))
+            for tp in committed
+        ])
+        log.info("router starts new partitions at their start point", group=self.group, partitions=len(fresh))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.clear()
@@ -247,11 +313,46 @@ class Router:
         assert self._consumer is not None and self._producer is not None
         try:
             while not stop.is_set():
+                if self._pending is not None:
+                    self._apply_pending()
                 batch = self._next_batch()
                 if batch:
                     self._route_batch(batch)
         finally:
             self.close()
+
+    # -- topology changes ----------------------------------------------------------------
+
+    def update(self, topology: Topology) -> None:
+        """Serve ``topology`` from the next transaction on (thread-safe; returns at once).
+
+        Its new routes are prepared here (topics, schemas), so the loop only swaps them.
+        A subscription added to an event type this router did not read yet starts now."""
+        routes = build_routes(topology, self.environ, self.select)
+        self._prepare(topology, routes)
+        with self._lock:
+            self._pending = topology
+            self._pending_routes = routes
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            topology, routes = self._pending, self._pending_routes
+            self._pending = None
+        assert topology is not None
+        delivered = {r.subscription: r.delivered for rs in self.routes.values() for r in rs}
+        for rs in routes.values():
+            for route in rs:
+                route.delivered = delivered.get(route.subscription, 0)
+        before = set(self._by_topic)
+        self._install(topology, routes)
+        added = set(self._by_topic) - before
+        now_ms = int(time.time() * 1000)
+        for topic in added:
+            self._start_ms.setdefault(topic, now_ms)
+        log.info("router serves a new topology", group=self.group, subscriptions=len(self.subscriptions),
+                 new_topics=sorted(added), dropped_topics=sorted(before - set(self._by_topic)))
+        if set(self._by_topic) != before:
+            self._subscribe()
 
     def _next_batch(self) -> list[Message]:
         assert self._consumer is not None
@@ -314,7 +415,7 @@ class Router:
                     )
                     self._reported[route.subscription] = route.delivered
         self.monitor.on_commit(
-            router_group(self.topology.namespace), [(t, p, o + 1) for (t, p), o in last.items()], time.time()
+            self.group, [(t, p, o + 1) for (t, p), o in last.items()], time.time()
         )
 
     def _abort_and_rewind(self, exc: KafkaException) -> None:
@@ -334,7 +435,9 @@ class Router:
         assert self._producer is not None
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         self.stats.records_in += 1
-        _, routes = self._by_topic[topic]
+        _, routes = self._by_topic.get(topic, (None, []))
+        if self._not_before and self._before_start(msg):
+            return
         headers = msg.headers() or []  # a fresh list for each call
         headers.append((SRC_HEADER, f"{topic}:{partition}:{offset}".encode()))
         value = msg.value()
@@ -364,6 +467,19 @@ class Router:
             self._produce(route.topic, partition, out_key, out_value, headers)
             self.stats.records_out += 1
             route.delivered += 1
+
+    def _before_start(self, msg: Message) -> bool:
+        """True for a record before its partition's start point (the log is scanned from the
+        beginning up to the first record at or after it, then routed from there on)."""
+        tp = (msg.topic(), msg.partition())
+        start_ms = self._not_before.get(tp)
+        if start_ms is None:
+            return False
+        if msg.timestamp()[1] < start_ms:
+            self.stats.before_start += 1
+            return True
+        del self._not_before[tp]
+        return False
 
     def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list) -> None:
         assert self._producer is not None

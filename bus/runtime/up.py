@@ -23,7 +23,7 @@ from bus.publish import Publisher
 from bus.registry.client import registry_client
 from bus.registry.server import EmbeddedRegistry
 from bus.ops.metrics import BusMonitor
-from bus.routing.router import Router
+from bus.routing.service import RoutingService
 from bus.web.ops import OpsServer, broker_check, registry_check
 from bus.schemas.registration import ensure_registered
 from bus.topology.loader import load_topology
@@ -38,13 +38,17 @@ class RunningCity:
     topology: Topology
     broker: EmbeddedBroker | None
     registry: EmbeddedRegistry | None
-    router: Router | None = None
+    router: RoutingService | None = None
     monitor: BusMonitor | None = None
     ops: OpsServer | None = None
 
     def summary(self, published: int) -> str:
-        stats = self.router.stats if self.router else None
-        routed = f"{stats.records_in} routed in, {stats.records_out} out, {stats.dead_letters} dead letters" if stats else "no router"
+        if self.router is None:
+            return f"status: {published} published, no router"
+        stats, shared = self.router.stats, self.router.routers[None].stats
+        lanes = stats.records_in - shared.records_in
+        routed = (f"{shared.records_in} routed in" + (f" (+{lanes} read by backfill lanes)" if lanes else "")
+                  + f", {stats.records_out} out, {stats.dead_letters} dead letters")
         return f"status: {published} published, {routed}"
 
 
@@ -106,7 +110,7 @@ def run_city(
             checks = {"broker": broker_check(settings), "registry": registry_check(settings)}
             if city.router is not None:
                 router = city.router
-                checks["router"] = lambda: (router.assigned.is_set(), "assigned" if router.assigned.is_set() else "waiting for partitions")
+                checks["router"] = lambda: (router.is_assigned(), "assigned" if router.is_assigned() else "waiting for partitions")
             token = os.environ.get("BUS_WEB_TOKEN") or None
             city.ops = stack.enter_context(OpsServer(city.monitor, checks, host=web_host, port=web_port, token=token))
             say(f"ops: {city.ops.url}/healthz, /readyz, /metrics" + (" (token required)" if token else ""))
@@ -115,22 +119,20 @@ def run_city(
 
 
 @contextlib.contextmanager
-def _running_router(topology: Topology, settings: KafkaSettings, monitor: BusMonitor, say: Say) -> Iterator[Router]:
-    router = Router(topology, settings, monitor=monitor)
-    router.prepare()
-    stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), name="bus-router", daemon=True)
-    thread.start()
-    say(f"router: {sum(len(r) for r in router.routes.values())} subscriptions; joining the router group ...")
-    if router.assigned.wait(30):
-        say("router: assigned, routing")
+def _running_router(topology: Topology, settings: KafkaSettings, monitor: BusMonitor, say: Say) -> Iterator[RoutingService]:
+    service = RoutingService(topology, settings, monitor=monitor)
+    service.prepare()
+    service.start()
+    say(f"router: {len(service.subscriptions)} subscriptions ({len(service.routers) - 1} backfilling in lanes of "
+        "their own); joining the router groups ...")
+    if service.wait_assigned(30):
+        say("router: assigned, routing (follows `bus apply`)")
     else:
         say("router: not assigned yet after 30 s; it keeps trying (check `bus lag`)")
     try:
-        yield router
+        yield service
     finally:
-        stop.set()
-        thread.join(30)
+        service.stop()
 
 
 def publish_demo_samples(city: RunningCity, per_type: int, say: Say, seed: int | None = None) -> int:

@@ -338,6 +338,13 @@ class Subscription(_Model):
         """The backfill point when ``start`` is a time, else None."""
         return parse_rfc3339(self.start)
 
+    @property
+    def lane(self) -> str | None:
+        """The router lane serving this subscription: its own name when it has a start point
+        (``earliest`` or a time: it is backfilled by a consumer group of its own, which
+        keeps going after it caught up), None for the shared group (``start: now``)."""
+        return None if self.start == "now" else self.name
+
 
 class Connector(_Model):
     """A department system attached to the bus: a source (publishes) or a sink (subscription)."""

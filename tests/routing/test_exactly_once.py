@@ -50,19 +50,32 @@ def _start_router(city: City) -> subprocess.Popen:
     )
 
 
+def _router_groups(city: City) -> dict[str, list]:
+    """Every router group (the shared one and one lane per subscription with a start point)
+    and the canonical partitions it reads."""
+    def partitions(event_type: str) -> list[TopicPartition]:
+        et = city.topology.event_type(event_type)
+        return [TopicPartition(et.topic, p) for p in range(et.partitions)]
+
+    ns = city.topology.namespace
+    groups = {router_group(ns): sorted({s.event_type for s in city.topology.subscriptions if s.lane is None})}
+    groups.update({router_group(ns, s.lane): [s.event_type] for s in city.topology.subscriptions if s.lane})
+    return {group: [tp for et in types for tp in partitions(et)] for group, types in groups.items()}
+
+
 def _progress(city: City) -> tuple[int, int]:
-    """(offsets the router group has committed in all, its lag in records)."""
-    consumer = Consumer(consumer_config(city.settings, group_id=router_group(city.topology.namespace), client_id="lag-probe"))
-    try:
-        committed = lag = 0
-        tps = [TopicPartition(et.topic, p) for et in city.topology.event_types for p in range(et.partitions)]
-        for tp in consumer.committed(tps, timeout=10):
-            high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
-            committed += max(tp.offset, 0)
-            lag += high - max(tp.offset, 0)
-        return committed, lag
-    finally:
-        consumer.close()
+    """(offsets the router groups have committed in all, their lag in records)."""
+    committed = lag = 0
+    for group, tps in _router_groups(city).items():
+        consumer = Consumer(consumer_config(city.settings, group_id=group, client_id="lag-probe"))
+        try:
+            for tp in consumer.committed(tps, timeout=10):
+                high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+                committed += max(tp.offset, 0)
+                lag += high - max(tp.offset, 0)
+        finally:
+            consumer.close()
+    return committed, lag
 
 
 def _lag(city: City) -> int:
