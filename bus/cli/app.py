@@ -35,7 +35,9 @@ def _root(
 
 def main() -> None:
     # Commands are registered by importing their modules (explicit list, no side effects elsewhere).
-    from bus.cli import bench, connectors, events, infra, ops, processors, routing, schemas, topology  # noqa: F401
+    from bus.cli import (  # noqa: F401
+        bench, connectors, events, infra, ops, processors, routing, schemas, topology, web,
+    )
 
     try:
         app()

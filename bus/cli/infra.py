@@ -68,11 +68,15 @@ def up(
     broker_port: int = typer.Option(9092, "--broker-port", help="Port of the embedded broker."),
     registry_port: int = typer.Option(8081, "--registry-port", help="Port of the embedded registry."),
     web_port: int = typer.Option(8080, "--web-port", help="Port of the ops endpoints (/healthz, /readyz, /metrics)."),
-    web_host: str = typer.Option("127.0.0.1", "--web-host", help="Address of the ops endpoints; beyond loopback BUS_WEB_TOKEN is required."),
+    web_host: str = typer.Option("127.0.0.1", "--web-host", help="Address of the ops endpoints and the page; beyond loopback BUS_WEB_TOKEN is required."),
+    page_port: int = typer.Option(8088, "--page-port", help="Port of the page (0: any free port)."),
     topology: Path = TopologyOption,
+    connectors: bool = typer.Option(True, "--connectors/--no-connectors", help="Run the connectors of the topology (a connector that cannot start, e.g. its secret is not set, is reported and left out)."),
+    processors: bool = typer.Option(True, "--processors/--no-processors", help="Run the stateful processors (`bus process`) as a child process."),
     exit_after_start: bool = typer.Option(False, "--exit-after-start", hidden=True),
 ) -> None:
-    """Run the bus: broker, registry, topics and schemas of the topology (Ctrl-C stops)."""
+    """Run the bus: broker, registry, topics and schemas of the topology, the router, the
+    connectors, the processors and the ops endpoints (Ctrl-C stops)."""
     with run_city(
         topology,
         settings=KafkaSettings(),
@@ -80,6 +84,9 @@ def up(
         registry_port=registry_port,
         web_host=web_host,
         web_port=web_port,
+        page_port=page_port,
+        with_connectors=connectors,
+        with_processors=processors,
         say=typer.echo,
     ) as city:
         if demo:

@@ -57,7 +57,8 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def set_parent_death_signal() -> None:
+    """In a child between fork and exec: SIGTERM it when its parent dies (Linux)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -122,7 +123,7 @@ class EmbeddedBroker:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            preexec_fn=set_parent_death_signal if self.die_with_parent else None,
             env={**os.environ, "RUST_LOG": os.environ.get("BUS_BROKER_LOG", "warn")},
         )
         deadline = time.monotonic() + timeout_s

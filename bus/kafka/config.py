@@ -100,6 +100,18 @@ class KafkaSettings(BaseSettings):
     def with_registry(self, registry_url: str) -> "KafkaSettings":
         return self.model_copy(update={"registry_url": registry_url})
 
+    def to_environ(self) -> dict[str, str]:
+        """These settings as ``BUS_*`` variables, for a child process (secrets included:
+        the environment of a child, never a log line)."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"BUS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
 
 def _common(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     conf: dict[str, Any] = {

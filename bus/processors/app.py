@@ -10,18 +10,36 @@ canonical schema registered under ``<topic>-value``, CloudEvents headers with
 the router's side: it reads that topic instead of the raw one for ``camera_alarm``.
 
 Linkage: every alarm published to the enriched topic also goes through the linkage rules
-(``linkage.DEFAULT_RULES``); the city_case events they make go to the canonical city_case
-topic, encoded as ``Publisher`` does (``ce_source`` = city_case's owner), so the router
-routes them like any case.
+of ``topology.yaml`` (``linkage:``); the city_case events they make go to the canonical
+city_case topic, encoded as ``Publisher`` does (``ce_source`` = city_case's owner), so the
+router routes them like any case.
+
+Maintenance SLA (``sla``): camera_status feeds the ``camera_sla`` table directly; updates of
+CAMERA_FAULT cases (keyed by case id on city_case) are forwarded, keyed by camera, to the
+internal topic ``<ns.>city.processors.camera_sla`` on the camera's own partition, and
+applied there. Breaches (escalation cases) go to the city_case topic like linkage cases.
+The SLA clock is event time: whenever the latest event time read (alarms, statuses, cases)
+moves on by ``tick_ms``, a tick record carrying it goes to every partition of the internal
+topic, and each partition checks its own cameras' open faults against it (a table is only
+written while processing a record of the key's partition).
+
+Fleet availability: every ``availability_interval_s`` the cameras table is counted; changed
+figures go to the BusMonitor (when given) and to the compacted topic
+``<ns.>bus-camera-availability`` (key district or ``all``, JSON value).
 
 Tables:
 - ``cameras``: camera_id -> CameraInfo as JSON, fed by ``camera_status`` and by the
   registry import topic ``<ns.>city.processors.camera_import`` (``import_cameras``); it has
   as many partitions as ``camera_status`` (faust requires co-partitioned sources).
+- ``camera_sla``: camera_id -> CameraSla as JSON, co-partitioned the same way.
+
+Limit: the availability figures count the cameras of the partitions this worker holds;
+they are the city's with one worker (every partition), partial with several.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass
@@ -37,16 +55,26 @@ from bus.kafka.config import KafkaSettings, faust_settings, producer_config
 from bus.processors.cameras import CameraInfo, camera_from_status, enrich_alarm
 from bus.processors.encoding import DerivedEncoder, derived_ce_id
 from bus.processors.exceptions import ProcessorError
-from bus.processors.linkage import DEFAULT_RULES, LinkageRule, cases_for
+from bus.ops.metrics import BusMonitor
+from bus.processors.linkage import cases_for, compile_rules
+from bus.processors.sla import (
+    FAULT_CATEGORY,
+    AvailabilityReporter,
+    SlaPolicy,
+    SlaTracker,
+    cameras_of,
+    key_partition,
+)
 from bus.processors.storms import StormConfig, StormMerger, event_time_ms
 from bus.registry.client import registry_client
 from bus.schemas.records import to_json
-from bus.topology.models import Topology, topic_name
+from bus.topology.models import ENRICHED_SUFFIX, Topology, topic_name
 
 log = structlog.get_logger(__name__)
 
-ENRICHED_SUFFIX = "enriched"
 IMPORT_TOPIC = "city.processors.camera_import"
+SLA_TOPIC = "city.processors.camera_sla"
+AVAILABILITY_TOPIC = "bus-camera-availability"
 
 
 @dataclass(frozen=True)
@@ -55,6 +83,8 @@ class ProcessorTopics:
     statuses: str
     enriched: str
     camera_import: str
+    sla: str
+    availability: str
     status_partitions: int
     alarm_partitions: int
 
@@ -64,8 +94,10 @@ def processor_topics(topology: Topology) -> ProcessorTopics:
     return ProcessorTopics(
         alarms=alarm.topic,
         statuses=status.topic,
-        enriched=f"{alarm.topic}.{ENRICHED_SUFFIX}",
+        enriched=f"{alarm.topic}.{ENRICHED_SUFFIX}",  # what `route_from: enriched` routes
         camera_import=topic_name(topology.namespace, IMPORT_TOPIC),
+        sla=topic_name(topology.namespace, SLA_TOPIC),
+        availability=topic_name(topology.namespace, AVAILABILITY_TOPIC),
         status_partitions=status.partitions,
         alarm_partitions=alarm.partitions,
     )
@@ -84,6 +116,8 @@ def ensure_processor_topics(topology: Topology, settings: KafkaSettings) -> Proc
             TopicSpec(topics.statuses, topics.status_partitions),
             TopicSpec(topics.enriched, topics.alarm_partitions),
             TopicSpec(topics.camera_import, topics.status_partitions),
+            TopicSpec(topics.sla, topics.status_partitions),
+            TopicSpec.compacted(topics.availability),
             TopicSpec(topology.event_type("city_case").topic, topology.event_type("city_case").partitions),
         ],
     )
@@ -129,13 +163,18 @@ def build_app(
     *,
     storms: StormConfig | None = None,
     idle_flush_s: float | None = 30.0,
-    linkage: tuple[LinkageRule, ...] | None = DEFAULT_RULES,
+    linkage: bool = True,
+    sla: SlaPolicy | None = None,
+    monitor: BusMonitor | None = None,
+    availability_interval_s: float = 5.0,
+    tick_ms: int = 60_000,
 ) -> faust.App:
     """The processors' faust app. ``idle_flush_s``: close every open storm window when no
     alarm arrived for that long (wall clock, only so that a quiet city's last alarms are not
     held forever; window membership is always event time). None: never.
-    ``linkage``: rules that turn the published alarms into city_case events on the canonical
-    city_case topic (deterministic case ids); None: no linkage."""
+    ``linkage``: apply the topology's linkage rules to the published alarms. ``sla``: the
+    maintenance deadlines (default: the topology's CAMERA_FAULT linkage rule, else 24 h / 72 h).
+    ``monitor``: receives the fleet availability. ``tick_ms``: event time between SLA ticks."""
     topics = processor_topics(topology)
     app = faust.App(
         app_id(topology),
@@ -155,28 +194,56 @@ def build_app(
     alarm_topic = app.topic(topics.alarms, key_serializer="raw", value_serializer="raw")
     enriched_topic = app.topic(topics.enriched, key_serializer="raw", value_serializer="raw")
     case_topic = app.topic(topology.event_type("city_case").topic, key_serializer="raw", value_serializer="raw")
+    sla_topic = app.topic(topics.sla, key_serializer="raw", value_serializer="raw")
+    availability_topic = app.topic(topics.availability, key_serializer="raw", value_serializer="raw")
     case_encoder = DerivedEncoder(topology, settings, "city_case", topology.event_type("city_case").topic)
     cameras = app.Table("cameras", default=None, partitions=topics.status_partitions)
+    sla_table = app.Table("camera_sla", default=None, partitions=topics.status_partitions)
     decoder = Decoder(registry_client(settings))
     encoder = DerivedEncoder(topology, settings, "camera_alarm", topics.enriched)
     merger = StormMerger(storms)
+    rules = compile_rules(topology) if linkage else ()
+    tracker = SlaTracker(sla_table, sla or SlaPolicy.from_topology(topology))
     last_alarm = [time.monotonic()]
+    last_tick: list[int | None] = [None]
+    reporter = AvailabilityReporter(monitor)
 
     def update(key: str, newer: CameraInfo) -> None:
         held = cameras.get(key)
         merged = CameraInfo.from_json(held).merged(newer) if held else newer
         cameras[key] = merged.to_json()
 
+    async def open_cases(cases: list[dict[str, Any]]) -> None:
+        for case in cases:
+            try:
+                key, value, headers = case_encoder.encode(case, ce_id=case["case_id"])
+            except Exception as exc:
+                log.error("case not encodable", error=str(exc), case_id=case.get("case_id"))
+                continue
+            await case_topic.send(key=key, value=value, headers=headers)
+
+    async def tick(at: int) -> None:
+        """Send the SLA clock to every partition when it moved on by ``tick_ms``."""
+        if last_tick[0] is not None and at < last_tick[0] + tick_ms:
+            return
+        last_tick[0] = at
+        value = json.dumps({"tick": at}).encode("utf-8")
+        for partition in range(topics.status_partitions):
+            await sla_topic.send(key=b"tick", value=value, partition=partition)
+
     @app.agent(status_topic)
     async def camera_status(stream: Any) -> None:
         async for event in stream.events():
             try:
                 record = to_json(decoder.decode(event.value))
-                info = camera_from_status(record, event_time_ms(record["reported_at"]))
+                at = event_time_ms(record["reported_at"])
+                info = camera_from_status(record, at)
             except Exception as exc:  # a bad record is logged and skipped, never fatal
                 log.warning("camera_status record skipped", error=str(exc), offset=event.message.offset)
                 continue
             update(info.camera_id, info)
+            await open_cases(tracker.status(record))
+            await tick(at)
 
     @app.agent(import_topic)
     async def camera_import(stream: Any) -> None:
@@ -188,6 +255,42 @@ def build_app(
                 continue
             update(info.camera_id, info)
 
+    @app.agent(case_topic)
+    async def city_case(stream: Any) -> None:
+        """Forward CAMERA_FAULT case updates to the SLA topic, keyed and partitioned by camera."""
+        async for event in stream.events():
+            try:
+                record = to_json(decoder.decode(event.value))
+                at = event_time_ms(record["updated_at"])
+            except Exception as exc:
+                log.warning("city_case record skipped", error=str(exc), offset=event.message.offset)
+                continue
+            camera_id = record.get("component_id")
+            if record["category"] == FAULT_CATEGORY and camera_id:
+                await sla_topic.send(
+                    key=camera_id.encode("utf-8"),
+                    value=json.dumps({"camera_id": camera_id, "case": record}).encode("utf-8"),
+                    partition=key_partition(camera_id, topics.status_partitions),
+                )
+            await tick(at)
+
+    @app.agent(sla_topic)
+    async def camera_sla(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                message = json.loads(event.value)
+                if "tick" in message:
+                    partition = event.message.partition
+                    mine = [k for k in list(sla_table.keys())
+                            if key_partition(k, topics.status_partitions) == partition]
+                    breaches = tracker.due(int(message["tick"]), mine)
+                else:
+                    breaches = tracker.case(message["camera_id"], message["case"])
+            except Exception as exc:
+                log.warning("camera_sla record skipped", error=str(exc), offset=event.message.offset)
+                continue
+            await open_cases(breaches)
+
     async def publish(alarms: list[dict[str, Any]]) -> None:
         for alarm in alarms:
             try:
@@ -196,13 +299,7 @@ def build_app(
                 log.error("derived alarm not encodable", error=str(exc), alarm_id=alarm.get("alarm_id"))
                 continue
             await enriched_topic.send(key=key, value=value, headers=headers)
-            for case in cases_for(alarm, linkage) if linkage else ():
-                try:
-                    key, value, headers = case_encoder.encode(case, ce_id=case["case_id"])
-                except Exception as exc:
-                    log.error("linkage case not encodable", error=str(exc), case_id=case.get("case_id"))
-                    continue
-                await case_topic.send(key=key, value=value, headers=headers)
+            await open_cases(cases_for(alarm, rules))
 
     @app.agent(alarm_topic)
     async def camera_alarm(stream: Any) -> None:
@@ -217,6 +314,7 @@ def build_app(
                 log.warning("camera_alarm record skipped", error=str(exc), offset=event.message.offset)
                 continue
             await publish(out)
+            await tick(event_time_ms(alarm["occurred_at"]))
 
     if idle_flush_s is not None:
 
@@ -225,7 +323,15 @@ def build_app(
             if merger.open_windows and time.monotonic() - last_alarm[0] >= idle_flush_s:
                 await publish(merger.flush())
 
+    @app.timer(availability_interval_s)
+    async def availability() -> None:
+        """Count the fleet; publish the figures that changed (compacted topic, monitor)."""
+        now = dt.datetime.now(dt.timezone.utc)  # when the figures were counted, for the page
+        for key, value in reporter.report(cameras_of(cameras.values()), now):
+            await availability_topic.send(key=key.encode("utf-8"), value=json.dumps(value).encode("utf-8"))
+
     app.bus_merger = merger  # type: ignore[attr-defined]  # for inspection
+    app.bus_sla = tracker  # type: ignore[attr-defined]
     return app
 
 

@@ -133,8 +133,8 @@ class Router:
     def _install(self, topology: Topology, routes: dict[str, list[Route]]) -> None:
         self.topology = topology
         self.routes = routes
-        self._by_topic = {topology.event_type(et).topic: (et, rs) for et, rs in routes.items()}
-        self._canonical = {topology.event_type(et).topic: topology.schema_for(et) for et in routes}
+        self._by_topic = {topology.event_type(et).routed_topic: (et, rs) for et, rs in routes.items()}
+        self._canonical = {topology.event_type(et).routed_topic: topology.schema_for(et) for et in routes}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -149,7 +149,7 @@ class Router:
     def _prepare(self, topology: Topology, routes: dict[str, list[Route]]) -> None:
         wait_for_broker(self.settings)
         specs = [TopicSpec(r.topic, r.partitions) for rs in routes.values() for r in rs]
-        specs += [TopicSpec(topology.event_type(et).topic, topology.event_type(et).partitions) for et in routes]
+        specs += [TopicSpec(topology.event_type(et).routed_topic, topology.event_type(et).partitions) for et in routes]
         specs.append(TopicSpec(router_dlq_topic(topology), 1))
         ensure_topics(self.settings, specs)
         self._check_partition_counts(topology, routes)
@@ -165,12 +165,12 @@ class Router:
         topics = wait_for_broker(self.settings).list_topics(timeout=self.settings.connect_timeout_s).topics
         for event_type, routes in routes.items():
             source = topology.event_type(event_type)
-            have = len(topics[source.topic].partitions)
+            have = len(topics[source.routed_topic].partitions)
             for route in routes:
                 if len(topics[route.topic].partitions) != have:
                     raise RoutingError(
                         f"subscription topic {route.topic} has {len(topics[route.topic].partitions)} partitions but "
-                        f"{source.topic} has {have}; give them the same count (outputs keep the source partition)"
+                        f"{source.routed_topic} has {have}; give them the same count (outputs keep the source partition)"
                     )
 
     def _open(self) -> None:

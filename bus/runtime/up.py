@@ -1,8 +1,7 @@
 """`bus up`: the broker (embedded unless BUS_BOOTSTRAP_SERVERS names a cluster), the
 embedded registry (unless BUS_REGISTRY_URL names one), the city's topics and schemas, the
-router, and with ``demo`` a sample of every event type published by its owner department.
-
-The processors, the connectors and the page join here as they are built.
+router, the connectors of the topology, the stateful processors, the ops endpoints, and
+with ``demo`` a sample of every event type published by its owner department.
 """
 
 from __future__ import annotations
@@ -24,7 +23,9 @@ from bus.registry.client import registry_client
 from bus.registry.server import EmbeddedRegistry
 from bus.ops.metrics import BusMonitor
 from bus.routing.service import RoutingService
+from bus.runtime.parts import Connectors, Processors, running_connectors, running_processors
 from bus.web.ops import OpsServer, broker_check, registry_check
+from bus.web.page import ClusterProvider, PageServer
 from bus.schemas.registration import ensure_registered
 from bus.topology.loader import load_topology
 from bus.topology.models import Topology
@@ -41,6 +42,9 @@ class RunningCity:
     router: RoutingService | None = None
     monitor: BusMonitor | None = None
     ops: OpsServer | None = None
+    page: PageServer | None = None
+    connectors: Connectors | None = None
+    processors: Processors | None = None
 
     def summary(self, published: int) -> str:
         if self.router is None:
@@ -49,7 +53,15 @@ class RunningCity:
         lanes = stats.records_in - shared.records_in
         routed = (f"{shared.records_in} routed in" + (f" (+{lanes} read by backfill lanes)" if lanes else "")
                   + f", {stats.records_out} out, {stats.dead_letters} dead letters")
-        return f"status: {published} published, {routed}"
+        parts = ""
+        if self.connectors is not None:
+            states = self.connectors.states()
+            up = sum(1 for state in states.values() if state == "running")
+            parts += f"; connectors {up}/{len(states)} running"
+        if self.processors is not None:
+            parts += "; processors " + ("running" if self.processors.alive else
+                                        f"EXITED ({self.processors.process.returncode}, see {self.processors.log_path})")
+        return f"status: {published} published, {routed}{parts}"
 
 
 def prepare_topics_and_schemas(topology: Topology, settings: KafkaSettings, say: Say) -> None:
@@ -72,8 +84,11 @@ def run_city(
     broker_port: int | None = None,
     registry_port: int | None = None,
     with_router: bool = True,
+    with_connectors: bool = False,
+    with_processors: bool = False,
     web_host: str = "127.0.0.1",
     web_port: int | None = None,
+    page_port: int | None = None,
     say: Say = print,
 ) -> Iterator[RunningCity]:
     """Start the city's infrastructure; stop it all when the block ends.
@@ -106,6 +121,10 @@ def run_city(
         city = RunningCity(settings, topology, broker, registry, monitor=BusMonitor())
         if with_router:
             city.router = stack.enter_context(_running_router(topology, settings, city.monitor, say))
+        if with_processors:
+            city.processors = stack.enter_context(running_processors(topology_path, settings, say))
+        if with_connectors:
+            city.connectors = stack.enter_context(running_connectors(topology, settings, city.monitor, say))
         if web_port is not None:
             checks = {"broker": broker_check(settings), "registry": registry_check(settings)}
             if city.router is not None:
@@ -114,6 +133,11 @@ def run_city(
             token = os.environ.get("BUS_WEB_TOKEN") or None
             city.ops = stack.enter_context(OpsServer(city.monitor, checks, host=web_host, port=web_port, token=token))
             say(f"ops: {city.ops.url}/healthz, /readyz, /metrics" + (" (token required)" if token else ""))
+        if page_port is not None:
+            token = os.environ.get("BUS_WEB_TOKEN") or None
+            provider = stack.enter_context(ClusterProvider(topology, settings, monitor=city.monitor))
+            city.page = stack.enter_context(PageServer(topology, provider, host=web_host, port=page_port, token=token))
+            say(f"page: {city.page.url}/  (the city's data flows, live lag, dead letters, connectors, cameras)")
         yield city
         say("stopping ...")
 

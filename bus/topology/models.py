@@ -78,6 +78,10 @@ def is_rfc3339(value: object) -> bool:
     return parse_rfc3339(value) is not None
 
 
+#: The processors' output topic of an event type is ``<canonical topic>.enriched``.
+ENRICHED_SUFFIX = "enriched"
+
+
 def topic_name(namespace: str | None, *parts: str) -> str:
     name = ".".join(parts)
     return f"{namespace}.{name}" if namespace else name
@@ -214,6 +218,9 @@ def conditions(node: Filter) -> list[Condition]:
 
 # -- the topology ---------------------------------------------------------------------
 
+# The linkage section's models build on the filters above, so they are imported only here.
+from bus.topology.linkage import LinkageRule  # noqa: E402
+
 
 class City(_Model):
     """The city the topology describes."""
@@ -265,6 +272,13 @@ class EventType(_Model):
     partitions: int = Field(6, ge=1, le=10_000, description="Partitions of the canonical topic.", examples=[6, 12])
     description: str | None = Field(None, description="What the events are.", examples=[
         "Alarms raised by cameras and vehicle checkpoints."])
+    route_from: Literal["canonical", "enriched"] = Field(
+        "canonical",
+        description="What the router delivers to subscribers: the canonical topic as published, or "
+        "`enriched`: `<topic>.enriched`, written by the stateful processors (`bus process`, part of `bus up`), "
+        "where camera alarms carry the camera's location and storms are merged.",
+        examples=["canonical", "enriched"],
+    )
 
     _namespace: str | None = PrivateAttr(None)
 
@@ -272,6 +286,11 @@ class EventType(_Model):
     def topic(self) -> str:
         """The canonical topic: ``city.events.<event_type>``."""
         return topic_name(self._namespace, CANONICAL_PREFIX, self.name)
+
+    @property
+    def routed_topic(self) -> str:
+        """The topic the router reads for this type (see ``route_from``)."""
+        return f"{self.topic}.{ENRICHED_SUFFIX}" if self.route_from == "enriched" else self.topic
 
     @property
     def subject(self) -> str:
@@ -411,6 +430,11 @@ class Topology(_Model):
     connectors: list[Connector] = Field(default_factory=list, description="Departments' systems.", examples=[[
         {"name": "fire-dispatch-webhook", "type": "http_webhook_sink", "department": "fire_brigade",
          "subscription": "fire-alarms"}]])
+    linkage: list[LinkageRule] = Field(default_factory=list, description="Rules that turn camera alarms into cases "
+                                       "for the responsible units (bus.topology.linkage).", examples=[[
+        {"name": "fire-smoke", "match": {"field": "alarm_type", "eq": "FIRE_SMOKE"}, "case": {
+            "category": "FIRE_HAZARD", "responsible": ["fire_brigade", "district_centre"],
+            "respond_within_h": 0.25, "resolve_within_h": 4}}]])
 
     _catalog: SchemaCatalog | None = PrivateAttr(None)
     _source: Path | None = PrivateAttr(None)

@@ -19,7 +19,8 @@ from typing import Any
 
 from bus.schemas.catalog import EventSchema, FieldInfo, SchemaCatalog
 from bus.topology.exceptions import Problem, TopologyInvalid, suggest
-from bus.topology.loader import Document, Loc, Parsed, parse_structure, read_document
+from bus.topology.linkage import ALARM_TYPE, CASE_TYPE, LinkageRule, linkage_problems, plain_rule_names
+from bus.topology.loader import Document, Loc, Parsed, parse_structure, read_document, salvage
 from bus.topology.models import (
     VISIBILITY,
     AllOf,
@@ -96,6 +97,7 @@ class _Checker:
             self._subscription(i, subscription)
         for i, connector in self.parsed.items["connectors"]:
             self._connector(i, connector)
+        self._linkage()
         return self.problems
 
     # -- helpers -------------------------------------------------------------------------
@@ -341,6 +343,26 @@ class _Checker:
 
         for loc, message in config_problems(connector.type, connector.config, skip_unknown_types=True):
             self.add((*base, *loc), message, at_key=message.startswith("unknown key"))
+
+    # -- linkage rules (bus.topology.linkage) ----------------------------------------------
+
+    def _linkage(self) -> None:
+        plain = self.parsed.plain.get("linkage")
+        if self.parsed.topology is not None:
+            rules = list(enumerate(self.parsed.topology.linkage))
+        else:
+            salvaged = ((i, salvage(v, LinkageRule)) for i, v in enumerate(plain if isinstance(plain, list) else []))
+            rules = [(i, rule) for i, rule in salvaged if isinstance(rule, LinkageRule)]
+        case_schema = self.schemas.get(CASE_TYPE)
+        category = case_schema.field("category") if case_schema else None
+        categories = _kind(case_schema, category).symbols if case_schema and category else None
+        for loc, message, at_key in linkage_problems(rules, plain_rule_names(plain), self.names["departments"],
+                                                     self.names["event_types"], categories):
+            self.add(loc, message, at_key=at_key)
+        alarm_schema = self.schemas.get(ALARM_TYPE)
+        if alarm_schema is not None:  # each match is a filter on camera_alarm, checked like a subscription's
+            for i, rule in rules:
+                self._filter(("linkage", i, "match"), rule.match, _Scope(ALARM_TYPE, alarm_schema, None))
 
     def _sink(self, base: Loc, connector: Connector, department_known: bool) -> None:
         loc = (*base, "subscription")

@@ -9,14 +9,11 @@ Bound to 127.0.0.1 by default. Bound anywhere else it refuses to start without a
 from __future__ import annotations
 
 import hmac
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 import structlog
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,7 +21,7 @@ from starlette.routing import Route
 
 from bus.kafka.config import KafkaSettings, admin_config
 from bus.ops.metrics import CONTENT_TYPE, BusMonitor
-from bus.web.serving import ServeError, bind, is_loopback, uvicorn_config
+from bus.web.serving import ThreadedServer
 
 log = structlog.get_logger(__name__)
 
@@ -92,39 +89,21 @@ class OpsServer:
     token: str | None = None
 
     def __post_init__(self) -> None:
-        if not is_loopback(self.host) and not self.token:
-            raise ServeError(
-                f"refusing to serve the ops endpoints on {self.host} without a token: set BUS_WEB_TOKEN, "
-                "or bind to 127.0.0.1"
-            )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving = ThreadedServer(create_ops_app(self.monitor, self.checks, self.token), host=self.host,
+                                       port=self.port, what="ops endpoints", token=self.token)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self._serving.url
 
     def start(self, timeout_s: float = 10.0) -> "OpsServer":
-        sock = bind(self.host, self.port, what="ops web server")
-        self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn_config(create_ops_app(self.monitor, self.checks, self.token)))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="bus-web", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                self.stop()
-                raise ServeError(f"the ops web server did not start on {self.url} within {timeout_s:g} s")
-            time.sleep(0.02)
+        self._serving.start(timeout_s)
+        self.port = self._serving.port
         log.info("ops endpoints serving", url=self.url, token_required=self.token is not None)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(5)
-        self._server = self._thread = None
+        self._serving.stop()
 
     def __enter__(self) -> "OpsServer":
         return self.start()

@@ -1,0 +1,234 @@
+// The live page: polls /api/state and draws tables and charts with the DOM and inline SVG.
+// No library and nothing fetched from elsewhere; every value is set as text, never as HTML.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const HOUR_S = 3600;
+const refreshMs = Number(document.body.dataset.refreshMs) || 5000;
+let selected = null;  // id of the stream drawn in the big chart (default: the one with most lag)
+let lastState = null;
+const namespace = document.body.dataset.namespace || "";
+
+// Names without the namespace, which the header shows once (the full name is the tooltip).
+function short(name) {
+  return namespace && name && name.startsWith(namespace + ".") ? name.slice(namespace.length + 1) : name;
+}
+function named(tag, attrs, name, fallback) {
+  return el(tag, Object.assign({ title: name || null }, attrs), name ? short(name) : fallback);
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== null && v !== undefined) node.setAttribute(k, v);
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(child === null || child === undefined ? "" : String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+function fmtInt(n) { return n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US"); }
+function fmtSeconds(s) { return s === null || s === undefined ? "-" : Number(s).toFixed(1); }
+function fmtClock(epochS) { return new Date(epochS * 1000).toISOString().slice(11, 19) + " UTC"; }
+function fmtAgo(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  return `${Math.round(seconds / 3600)} h ago`;
+}
+
+function statusBadge(status, extra) {
+  const key = String(status).toLowerCase();
+  return el("span", { class: `status ${key}${extra ? " " + extra : ""}` }, status);
+}
+
+function fillBody(table, rows, columns, emptyText) {
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  if (rows.length === 0) {
+    body.append(el("tr", { class: "empty" }, el("td", { colspan: columns }, emptyText)));
+  }
+  for (const row of rows) body.append(row);
+}
+
+// -- charts ---------------------------------------------------------------------------------
+
+function scale(points, now, width, height, pad) {
+  const max = Math.max(1, ...points.map((p) => p.lag));
+  const x = (t) => pad.left + (width - pad.left - pad.right) * (1 - Math.min(HOUR_S, Math.max(0, now - t)) / HOUR_S);
+  const y = (v) => pad.top + (height - pad.top - pad.bottom) * (1 - v / max);
+  return { max, x, y };
+}
+
+function sparkline(points, now) {
+  const width = 160, height = 30, pad = { left: 1, right: 4, top: 4, bottom: 4 };
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "spark", role: "img" });
+  if (points.length > 0) {
+    const { x, y } = scale(points, now, width, height, pad);
+    root.append(svg("polyline", { class: "line", points: points.map((p) => `${x(p.at).toFixed(1)},${y(p.lag).toFixed(1)}`).join(" ") }));
+    const last = points[points.length - 1];
+    root.append(svg("circle", { cx: x(last.at).toFixed(1), cy: y(last.lag).toFixed(1), r: 2.5, fill: "#1d4ed8" }));
+  }
+  return root;
+}
+
+function bigChart(stream, now) {
+  const box = document.getElementById("chart");
+  box.replaceChildren();
+  if (!stream) {
+    box.append(el("p", { class: "muted" }, "no lag samples yet"));
+    return;
+  }
+  const name = stream.subscription || stream.event_type || stream.topic || stream.group;
+  box.append(el("div", { class: "title" }, `Lag of ${short(name)} (group ${short(stream.group)}), last hour, records`));
+  const width = Math.max(480, Math.min(1100, box.clientWidth - 20 || 900)), height = 180;
+  const pad = { left: 56, right: 12, top: 10, bottom: 22 };
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "lag-chart", role: "img" });
+  const points = stream.history;
+  const { max, x, y } = scale(points, now, width, height, pad);
+  for (const fraction of [0, 0.5, 1]) {
+    const value = Math.round(max * fraction);
+    root.append(svg("line", { class: "grid", x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value) }));
+    const label = svg("text", { x: pad.left - 6, y: y(value) + 4, "text-anchor": "end" });
+    label.textContent = fmtInt(value);
+    root.append(label);
+  }
+  root.append(svg("line", { class: "axis", x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom }));
+  root.append(svg("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom }));
+  for (const minutes of [60, 45, 30, 15, 0]) {
+    const label = svg("text", { x: x(now - minutes * 60), y: height - 6, "text-anchor": minutes === 60 ? "start" : minutes === 0 ? "end" : "middle" });
+    label.textContent = minutes === 0 ? "now" : `-${minutes} min`;
+    root.append(label);
+  }
+  if (points.length > 0) {
+    const coords = points.map((p) => `${x(p.at).toFixed(1)},${y(p.lag).toFixed(1)}`);
+    const base = y(0).toFixed(1);
+    root.append(svg("polygon", { class: "area", points: `${x(points[0].at).toFixed(1)},${base} ${coords.join(" ")} ${x(points[points.length - 1].at).toFixed(1)},${base}` }));
+    root.append(svg("polyline", { class: "line", points: coords.join(" ") }));
+    for (const p of points.slice(-1)) root.append(svg("circle", { cx: x(p.at), cy: y(p.lag), r: 3, fill: "#1d4ed8" }));
+  }
+  box.append(root);
+}
+
+// -- sections ---------------------------------------------------------------------------------
+
+function renderLag(state) {
+  const table = document.getElementById("lag-table");
+  // Streams with lag first, the most behind on top; groups not on the cluster last.
+  const streams = [...state.streams].sort((a, b) => (a.lag === null) - (b.lag === null) || (b.lag || 0) - (a.lag || 0)
+    || a.group.localeCompare(b.group));
+  if (!streams.some((s) => s.id === selected)) {
+    const worst = streams.filter((s) => s.lag !== null).sort((a, b) => b.lag - a.lag)[0];
+    selected = worst ? worst.id : null;
+  }
+  const rows = streams.map((s) => {
+    const what = s.role === "router"
+      ? `${s.subscription || s.event_type || "all subscriptions"} (routing)`
+      : s.subscription || s.event_type || "-";
+    const row = el("tr", { "data-stream": s.id, "data-role": s.role, class: s.id === selected ? "selected" : null },
+      el("td", {}, s.department || "-"),
+      el("td", { class: "subscription" }, what),
+      named("td", { class: "name" }, s.group),
+      named("td", { class: "name" }, s.topic, s.status === "NOTFOUND" ? "(not on the cluster)" : "(no commits yet)"),
+      el("td", { class: "num lag-records" }, fmtInt(s.lag)),
+      el("td", { class: "num lag-seconds" }, fmtSeconds(s.lag_seconds)),
+      el("td", {}, statusBadge(s.status)),
+      el("td", {}, sparkline(s.history, state.at)));
+    row.addEventListener("click", () => { selected = s.id; render(lastState); });
+    return row;
+  });
+  fillBody(table, rows, 8, "no consumer group of the bus to watch");
+  bigChart(streams.find((s) => s.id === selected), state.at);
+}
+
+function renderGraphStatus(state) {
+  const worst = new Map();
+  const rank = { NOTFOUND: 0, OK: 1, WARN: 2, ERR: 3 };
+  const classes = { NOTFOUND: "status-missing", OK: "status-ok", WARN: "status-warn", ERR: "status-err" };
+  for (const s of state.streams) {
+    if (!s.subscription) continue;
+    const previous = worst.get(s.subscription);
+    if (previous === undefined || rank[s.status] > rank[previous]) worst.set(s.subscription, s.status);
+  }
+  for (const node of document.querySelectorAll("svg.bus-graph g[data-subscription]")) {
+    node.classList.remove(...Object.values(classes));
+    const status = worst.get(node.dataset.subscription);
+    if (status !== undefined) node.classList.add(classes[status] || "status-err");
+  }
+}
+
+function renderDeadLetters(state) {
+  const rows = state.dead_letters.map((d) => el("tr", { "data-owner": d.owner },
+    el("td", {}, d.kind === "router" ? "router" : d.owner),
+    el("td", {}, d.department || "-"),
+    named("td", { class: "name" }, d.topic),
+    el("td", { class: "num dlq-count" }, d.count === null ? "none yet" : fmtInt(d.count))));
+  fillBody(document.getElementById("dlq-table"), rows, 4, "no dead-letter topics known");
+}
+
+function renderConnectors(state) {
+  const rows = state.connectors.map((c) => el("tr", { "data-connector": c.name },
+    el("td", {}, `${c.name} (${c.type})`),
+    el("td", {}, c.department),
+    el("td", {}, c.side),
+    el("td", {}, statusBadge(c.stale ? `${c.state}, silent` : c.state, c.stale ? "stale" : null)),
+    el("td", {}, c.updated_at ? fmtAgo(c.updated_at) : "never reported"),
+    el("td", { class: "error-text" }, c.error || "")));
+  fillBody(document.getElementById("connector-table"), rows, 6, "the topology has no connectors");
+}
+
+function renderCameras(state) {
+  const rows = state.cameras.map((c) => {
+    const percent = Math.round(c.ratio * 1000) / 10;
+    const level = percent < 80 ? "low" : percent < 95 ? "mid" : "";
+    return el("tr", { "data-district": c.district },
+      el("td", {}, c.district === "all" ? "all districts" : c.district),
+      el("td", { class: "num" }, fmtInt(c.online)),
+      el("td", { class: "num" }, fmtInt(c.total)),
+      el("td", {}, el("span", { class: `bar ${level}` }, el("span", { style: `width:${Math.min(100, percent)}%` })), `${percent}%`),
+      el("td", {}, fmtAgo(c.at)));
+  });
+  fillBody(document.getElementById("camera-table"), rows, 5, "no data: nothing has published camera availability yet");
+}
+
+function render(state) {
+  if (!state) return;
+  lastState = state;
+  document.getElementById("updated").textContent = state.at === null
+    ? "waiting for the first poll of the cluster ..."
+    : `${state.city}${state.namespace ? " (" + state.namespace + ")" : ""}: updated ${fmtClock(state.at)}, every ${state.interval_s} s`;
+  const problems = document.getElementById("problems");
+  problems.replaceChildren(...state.problems.map((p) => el("li", {}, p)));
+  problems.hidden = state.problems.length === 0;
+  if (state.at === null) return;
+  renderLag(state);
+  renderGraphStatus(state);
+  renderDeadLetters(state);
+  renderConnectors(state);
+  renderCameras(state);
+  document.body.dataset.rendered = String(state.at);
+}
+
+async function refresh() {
+  try {
+    const answer = await fetch("/api/state", { cache: "no-store", credentials: "same-origin" });
+    if (!answer.ok) throw new Error(`/api/state answered ${answer.status}`);
+    render(await answer.json());
+  } catch (error) {
+    const problems = document.getElementById("problems");
+    problems.replaceChildren(el("li", {}, `the page cannot reach its server: ${error.message}`));
+    problems.hidden = false;
+  } finally {
+    setTimeout(refresh, refreshMs);
+  }
+}
+
+refresh();
