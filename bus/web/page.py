@@ -463,6 +463,9 @@ class ClusterProvider:
                 out.append(CameraAvailability(district=district, **document))
             except (ValidationError, TypeError) as exc:
                 log.warning("camera availability record not understood", district=district, error=str(exc))
+        if self._monitor is not None:  # the processors run apart: /metrics learns the figures here
+            for figures in out:
+                self._monitor.set_availability(figures.online, figures.total, district=figures.district)
         return sorted(out, key=lambda c: (c.district != "all", c.district))
 
 
