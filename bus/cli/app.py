@@ -36,7 +36,7 @@ def _root(
 def main() -> None:
     # Commands are registered by importing their modules (explicit list, no side effects elsewhere).
     from bus.cli import (  # noqa: F401
-        bench, connectors, events, infra, ops, processors, routing, schemas, topology, web,
+        bench, connectors, dlq, events, infra, integrate, ops, processors, routing, schemas, topology, web,
     )
 
     try:

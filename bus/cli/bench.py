@@ -4,11 +4,16 @@ import json
 
 import typer
 
+from bus.bench.connectors import ConnectorBenchParams, run_connectors_benchmark
 from bus.bench.route import run_route_benchmark
 from bus.cli.app import app
 
 bench_app = typer.Typer(help="Benchmarks: print figures as ratios to a baseline measured in the same run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+ExactWatermarks = typer.Option(
+    False, "--exact-watermarks", help="Keep the embedded broker's single-record batches (slower; what lag-exact tests run with)."
+)
 
 
 @bench_app.command("route")
@@ -16,9 +21,7 @@ def route(
     records: int = typer.Option(20_000, "--records", min=1000, help="Camera alarms routed in each scenario."),
     rate: int = typer.Option(1000, "--rate", min=1, help="Publish rate for the latency measurement (records/s)."),
     seconds: float = typer.Option(10.0, "--seconds", min=1, help="How long to measure latency."),
-    exact_watermarks: bool = typer.Option(
-        False, "--exact-watermarks", help="Keep the embedded broker's single-record batches (slower; what lag-exact tests run with)."
-    ),
+    exact_watermarks: bool = ExactWatermarks,
 ) -> None:
     """Router throughput as ratios to a raw consume->produce passthrough, and latency.
     Uses the embedded broker unless BUS_BOOTSTRAP_SERVERS is set. Prints one JSON line."""
@@ -26,3 +29,30 @@ def route(
         records, rate, seconds, exact_watermarks=exact_watermarks, say=lambda line: typer.echo(line, err=True)
     )
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("connectors")
+def connectors(
+    records: int = typer.Option(20_000, "--records", min=1, help="Records of the raw produce baseline."),
+    single: int = typer.Option(2_000, "--single", min=1, help="Records POSTed one per request."),
+    clients: int = typer.Option(8, "--clients", min=1, max=64, help="Concurrent clients POSTing single records."),
+    batch: int = typer.Option(10_000, "--batch", min=1, help="Records POSTed in JSON-lines batches, in all."),
+    batch_records: int = typer.Option(500, "--batch-records", min=1, max=10_000, help="Records per JSON-lines batch."),
+    batch_clients: int = typer.Option(4, "--batch-clients", min=1, max=64, help="Concurrent clients POSTing batches."),
+    webhook: int = typer.Option(3_000, "--webhook", min=2, help="Records the webhook sink delivers."),
+    webhook_concurrency: int = typer.Option(16, "--webhook-concurrency", min=1, max=1024,
+                                            help="The sink's max_concurrency."),
+    exact_watermarks: bool = ExactWatermarks,
+) -> None:
+    """HTTP ingest and webhook sink rates as ratios to the broker's raw produce rate.
+
+    Single-record and JSON-lines ingest, webhook deliveries, and a plain producer of the
+    same records, in one run. Uses the embedded broker unless BUS_BOOTSTRAP_SERVERS is set.
+    Prints one JSON line."""
+    params = ConnectorBenchParams(
+        records=records, ingest_single_records=single, clients=clients, ingest_batch_records=batch,
+        batch_records=batch_records,
+        batch_clients=batch_clients, webhook_records=webhook, webhook_concurrency=webhook_concurrency,
+        exact_watermarks=exact_watermarks,
+    )
+    typer.echo(json.dumps(run_connectors_benchmark(params, say=lambda line: typer.echo(line, err=True))))

@@ -7,13 +7,14 @@ from bus.processors.cameras import CameraInfo, enrich_alarm, load_camera_file
 from bus.processors.exceptions import CameraImportError, ProcessorError
 from bus.processors.linkage import CompiledRule, cases_for, compile_rules
 from bus.processors.sla import Availability, SlaPolicy, SlaTracker, fleet_availability
-from bus.processors.storms import StormConfig, StormMerger
+from bus.processors.storms import Emission, StormConfig, StormMerger
 
 __all__ = [
     "Availability",
     "CameraImportError",
     "CameraInfo",
     "CompiledRule",
+    "Emission",
     "ProcessorError",
     "SlaPolicy",
     "SlaTracker",

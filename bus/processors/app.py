@@ -3,16 +3,21 @@
 Design (the router reads canonical topics only, and a processor that wrote back into
 ``city.events.camera_alarm`` would read its own output and make the router deliver
 every alarm twice): the processors read the canonical ``camera_alarm`` and
-``camera_status`` topics and write every alarm, enriched and storm-merged, to
+``camera_status`` topics and write every alarm, enriched, to
 ``<ns.>city.events.camera_alarm.enriched`` in the canonical encoding (wire format, the
 canonical schema registered under ``<topic>-value``, CloudEvents headers with
 ``ce_source`` = the event type's owner). Routing departments from the enriched topic is
 the router's side: it reads that topic instead of the raw one for ``camera_alarm``.
+Storms (:mod:`bus.processors.storms`): the first alarm of a storm is written as soon as it is
+read (offline alarms after the flap window), a storm's update with the same ``alarm_id`` when
+its window closes; the CloudEvents id (``derived_ce_id``) differs between the two, so sinks
+idempotent on it keep both and upsert by ``alarm_id``.
 
 Linkage: every alarm published to the enriched topic also goes through the linkage rules
 of ``topology.yaml`` (``linkage:``); the city_case events they make go to the canonical
 city_case topic, encoded as ``Publisher`` does (``ce_source`` = city_case's owner), so the
-router routes them like any case.
+router routes them like any case. A storm's update opens only the cases of rules its first
+version did not match (:func:`bus.processors.linkage.cases_for`).
 
 Maintenance SLA (``sla``): camera_status feeds the ``camera_sla`` table directly; updates of
 CAMERA_FAULT cases (keyed by case id on city_case) are forwarded, keyed by camera, to the
@@ -52,10 +57,10 @@ from confluent_kafka import Producer
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, faust_settings, producer_config
+from bus.ops.metrics import BusMonitor
 from bus.processors.cameras import CameraInfo, camera_from_status, enrich_alarm
 from bus.processors.encoding import DerivedEncoder, derived_ce_id
 from bus.processors.exceptions import ProcessorError
-from bus.ops.metrics import BusMonitor
 from bus.processors.linkage import cases_for, compile_rules
 from bus.processors.sla import (
     FAULT_CATEGORY,
@@ -65,7 +70,7 @@ from bus.processors.sla import (
     cameras_of,
     key_partition,
 )
-from bus.processors.storms import StormConfig, StormMerger, event_time_ms
+from bus.processors.storms import Emission, StormConfig, StormMerger, event_time_ms
 from bus.registry.client import registry_client
 from bus.schemas.records import to_json
 from bus.topology.models import ENRICHED_SUFFIX, Topology, topic_name
@@ -170,8 +175,9 @@ def build_app(
     tick_ms: int = 60_000,
 ) -> faust.App:
     """The processors' faust app. ``idle_flush_s``: close every open storm window when no
-    alarm arrived for that long (wall clock, only so that a quiet city's last alarms are not
-    held forever; window membership is always event time). None: never.
+    alarm arrived for that long (wall clock, only so that a quiet city's last storm updates and
+    offline alarms awaiting the flap decision are not held forever; window membership is always
+    event time; no other alarm waits for it). None: never.
     ``linkage``: apply the topology's linkage rules to the published alarms. ``sla``: the
     maintenance deadlines (default: the topology's CAMERA_FAULT linkage rule, else 24 h / 72 h).
     ``monitor``: receives the fleet availability. ``tick_ms``: event time between SLA ticks."""
@@ -291,15 +297,16 @@ def build_app(
                 continue
             await open_cases(breaches)
 
-    async def publish(alarms: list[dict[str, Any]]) -> None:
-        for alarm in alarms:
+    async def publish(emissions: list[Emission]) -> None:
+        for emission in emissions:
+            alarm = emission.alarm
             try:
                 key, value, headers = encoder.encode(alarm, ce_id=derived_ce_id(alarm))
             except Exception as exc:
                 log.error("derived alarm not encodable", error=str(exc), alarm_id=alarm.get("alarm_id"))
                 continue
             await enriched_topic.send(key=key, value=value, headers=headers)
-            await open_cases(cases_for(alarm, rules))
+            await open_cases(cases_for(alarm, rules, first=emission.first))
 
     @app.agent(alarm_topic)
     async def camera_alarm(stream: Any) -> None:

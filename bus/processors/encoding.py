@@ -57,5 +57,8 @@ class DerivedEncoder:
 
 
 def derived_ce_id(record: dict[str, Any]) -> str:
-    """A deterministic CloudEvents id: a replay of the same inputs gives the same id."""
+    """A deterministic CloudEvents id: a replay of the same inputs gives the same id. It covers
+    the count, so a storm's update (same ``alarm_id``, a higher count: the merger counts every
+    raw alarm as at least 1) gets an id of its own, and a sink that is idempotent on the
+    CloudEvents id takes it as a new event instead of a duplicate of the first version."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bus-processors/{record['alarm_id']}/{record.get('count', 1)}"))

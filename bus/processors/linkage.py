@@ -5,6 +5,13 @@ The rules are the ``linkage:`` section of ``topology.yaml`` (:mod:`bus.topology.
 :func:`compile_rules` compiles each rule's ``match`` once, with the router's filter compiler.
 A case id is ``uuid5(namespace, rule/unit/alarm_id)``: a replay of the same alarm gives the
 same case ids, so it creates no second case.
+
+Storm updates (:mod:`bus.processors.storms`): a storm's first alarm goes out at once and opens
+its cases then; the update at the window's close has the same ``alarm_id``, so the cases of
+the rules its first version matched would have the same ids, and they are skipped (nothing new
+to tell the unit). An update opens only the cases of rules it matches and its first version did
+not: its severity escalated into a rule (``severity in [HIGH, CRITICAL]``), or a rule on
+``count``. Those are new cases, with ids of their own (the rule is part of the id).
 """
 
 from __future__ import annotations
@@ -53,10 +60,13 @@ def _unit(responsible: str, alarm: dict[str, Any], district: str) -> str | None:
     return responsible
 
 
-def cases_for(alarm: dict[str, Any], rules: tuple[CompiledRule, ...]) -> list[dict[str, Any]]:
+def cases_for(
+    alarm: dict[str, Any], rules: tuple[CompiledRule, ...], *, first: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """The city_case records (JSON form, status REPORTED, source LINKAGE) one alarm opens.
     An alarm without a district (not enriched, or a network-flap incident) opens none: a case
-    must name its district. A ``camera_owner`` that is unknown is skipped."""
+    must name its district. A ``camera_owner`` that is unknown is skipped. ``first``: for a
+    storm's update, the version emitted first; rules that version matched are skipped."""
     district = (alarm.get("location") or {}).get("district")
     if not district or alarm.get("camera_id") == FLAP_CAMERA_ID:
         return []
@@ -64,7 +74,7 @@ def cases_for(alarm: dict[str, Any], rules: tuple[CompiledRule, ...]) -> list[di
     count = int(alarm.get("count") or 1)
     cases: list[dict[str, Any]] = []
     for compiled in rules:
-        if not compiled.matches(alarm):
+        if not compiled.matches(alarm) or (first is not None and compiled.matches(first)):
             continue
         rule, spec = compiled.rule, compiled.rule.case
         for responsible in spec.responsible:

@@ -214,3 +214,58 @@ def committed(settings: KafkaSettings, group: str, topic: str, partitions: int =
         return [tp.offset for tp in got]
     finally:
         consumer.close()
+
+
+# -- every connector type of this repository --------------------------------------------------
+
+#: The entry points of every connector type this repository ships (pyproject.toml's
+#: [project.entry-points."bus.connectors"] once all are declared there).
+ALL_ENTRY_POINTS = {
+    **ENTRY_POINTS,
+    "postgres_sink": "connectors.postgres_sink:PostgresSink",
+    "mqtt_source": "connectors.mqtt_source:MqttSource",
+    "file_drop": "connectors.file_drop:FileDrop",
+    "jsonl_file_sink": "connectors.jsonl_sink:JsonlFileSink",
+}
+
+
+def all_entry_points() -> list[EntryPoint]:
+    return [EntryPoint(name, value, "bus.connectors") for name, value in ALL_ENTRY_POINTS.items()]
+
+
+def text_headers(msg: Any) -> dict[str, str]:
+    """A consumed message's headers as text (the last value of each name)."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
+
+
+class WireFeeder:
+    """Puts records on a topic as the router fills a subscription topic (wire format,
+    CloudEvents headers), and raw values, through one publisher and one producer kept open
+    (cheaper than :func:`produce_wire_records` for a test that feeds many times)."""
+
+    def __init__(self, settings: KafkaSettings, topology: Topology, topic: str) -> None:
+        self.topic = topic
+        self.publisher = Publisher(topology, settings)
+        self.producer = Producer(producer_config(settings, client_id="test-wire-feeder"))
+
+    def _send(self, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> tuple[int, int]:
+        where: list[tuple[int, int]] = []
+        self.producer.produce(self.topic, key=key, value=value, headers=headers,
+                              on_delivery=lambda err, msg: where.append((msg.partition(), msg.offset())))
+        assert self.producer.flush(30) == 0 and where, "the broker did not acknowledge a test record"
+        return where[0]
+
+    def records(self, event_type: str, department: str, records: list[dict[str, Any]]) -> list[Produced]:
+        out = []
+        for record in records:
+            p = self.publisher.prepare(event_type, department, record)
+            out.append(Produced(p.key, p.ce_id, record, *self._send(p.key.encode(), p.value, p.headers)))
+        return out
+
+    def raw(self, key: bytes, value: bytes | None) -> tuple[int, int]:
+        """(partition, offset) of a raw record."""
+        return self._send(key, value, [])
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.producer.flush(10)

@@ -1,6 +1,7 @@
 """The processors' faust worker against the real broker: registry import and camera_status
-feed the camera table, alarms come out enriched and storm-merged, a flap as one incident;
-the maintenance SLA escalates an unanswered fault and the fleet availability is published.
+feed the camera table, alarms come out enriched at once (a storm's update when its window
+closes), a flap as one incident; the maintenance SLA escalates an unanswered fault and the
+fleet availability is published.
 The worker runs as a subprocess with a deadline; time is driven by the records' event times."""
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from ruamel.yaml import YAML
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import admin, delete_topics
 from bus.kafka.config import KafkaSettings, consumer_config
-from bus.processors.app import app_id, ensure_processor_topics, import_cameras, processor_topics
+from bus.processors.app import (
+    app_id,
+    ensure_processor_topics,
+    import_cameras,
+    processor_topics,
+)
 from bus.processors.cameras import CameraInfo
 from bus.processors.sla import breach_case_id
 from bus.processors.storms import FLAP_CAMERA_ID, iso_ms
@@ -145,9 +151,23 @@ def alarm(camera: str, kind: str, at_s: float, **extra: object) -> dict:
     return record
 
 
+def last_versions(seen: list[tuple[dict, dict]]) -> dict[str, int]:
+    """alarm_id -> count of the last version read (what a consumer upserting by id holds)."""
+    return {record["alarm_id"]: record["count"] for record, _ in seen}
+
+
 def test_enrichment_storms_and_flap(one_partition_city: Topology, city: City, worker: Worker) -> None:
     topology, settings = one_partition_city, city.settings
     topics = ensure_processor_topics(topology, settings)
+    case_topic = topology.event_type("city_case").topic
+    decoder = Decoder(registry_client(settings))
+
+    def decode_alarm(m) -> tuple[dict, dict]:
+        return to_json(decoder.decode(m.value())), dict(m.headers())
+
+    def decode_case(m) -> dict:
+        return to_json(decoder.decode(m.value()))
+
     # the registry import knows camera A; camera B is known only from its status event
     assert import_cameras(topology, settings, [CameraInfo(CAM_A, location=LOC_A, owner_department="city_management")]) == 1
     with Publisher(topology, settings) as publisher:
@@ -180,38 +200,62 @@ def test_enrichment_storms_and_flap(one_partition_city: Topology, city: City, wo
                               lambda m: json.loads(m.key()))
         assert any(k.startswith("CAM-PROBE-") for k in keys), f"the restarted worker processed none of {probes} probes"
 
+        # A fire alarm is written, and its cases opened, as soon as it is read: the worker runs
+        # without idle flush ("none") and no later record moves event time, so nothing but the
+        # record itself can release it.
+        fire = alarm(CAM_B, "FIRE_SMOKE", 1, severity="HIGH")
+        publisher.publish("camera_alarm", "police", fire)
+        early = read_until(settings, topics.enriched, lambda seen: len(seen) >= 1, 30, decode_alarm)
+        assert [(r["alarm_id"], r["count"]) for r, _ in early] == [(fire["alarm_id"], 1)], "the fire alarm was held"
+        early_cases = read_until(settings, case_topic, lambda seen: len(seen) >= 2, 30, decode_case)
+        assert sorted((c["responsible_unit"], c["related_alarm_id"]) for c in early_cases) == [
+            ("district_shunde", fire["alarm_id"]), ("fire_brigade", fire["alarm_id"]),
+        ]
+
         for at in (0, 5, 20, 40, 59):
             publisher.publish("camera_alarm", "police", alarm(CAM_A, "INTRUSION", at))
-        publisher.publish("camera_alarm", "police", alarm(CAM_B, "FIRE_SMOKE", 1, severity="HIGH"))
+        publisher.publish("camera_alarm", "police", alarm(CAM_B, "FIRE_SMOKE", 30, severity="CRITICAL"))  # fire's storm
         publisher.publish("camera_alarm", "police", alarm(CAM_C, "TAMPERING", 2))
         summary = publisher.publish_each(
             "camera_alarm", "police",
             [(i, alarm(f"CAM-SD-{i:05d}", "CAMERA_OFFLINE", 70 + i * 0.025)) for i in range(120)],
         )
         assert (summary.published, summary.rejected) == (120, [])
-        publisher.publish("camera_alarm", "police", alarm(CAM_D, "INTRUSION", 300))  # moves event time on
+        last = alarm(CAM_A, "FIRE_SMOKE", 300)  # moves event time on (closes the flap window); opens cases at once
+        publisher.publish("camera_alarm", "police", last)
 
-    decoder = Decoder(registry_client(settings))
-    out = read_until(settings, topics.enriched, lambda seen: sum(r["count"] for r, _ in seen) >= 127, 40,  # every raw alarm
-                     lambda m: (to_json(decoder.decode(m.value())), dict(m.headers())))
-    by_camera = {record["camera_id"]: (record, headers) for record, headers in out}
-    assert sorted(by_camera) == sorted([CAM_A, CAM_B, CAM_C, FLAP_CAMERA_ID]), out
-    a, headers = by_camera[CAM_A]
-    assert (a["count"], a["location"]["district"], a["owner_department"]) == (5, "CHANCHENG", "city_management")
+    # 129 raw alarms; a consumer upserting by alarm_id holds the last version of each, and those sum to 129
+    out = read_until(settings, topics.enriched, lambda seen: sum(last_versions(seen).values()) >= 129, 40,
+                     decode_alarm)
+    versions: dict[str, list[tuple[dict, dict]]] = {}
+    for record, headers in out:
+        versions.setdefault(record["alarm_id"], []).append((record, headers))
+    by_camera = {v[0][0]["camera_id"]: v for v in versions.values() if v[0][0]["alarm_type"] != "FIRE_SMOKE"}
+    assert sorted(by_camera) == sorted([CAM_A, CAM_C, FLAP_CAMERA_ID]), out
+    (a_first, headers), (a, _) = by_camera[CAM_A]  # the first at once, the update when the window closed
+    assert (a_first["count"], a["count"], a["alarm_id"]) == (1, 5, a_first["alarm_id"])
+    assert (a["location"]["district"], a["owner_department"]) == ("CHANCHENG", "city_management")
     assert headers["ce_type"] == b"camera_alarm" and headers["ce_source"] == b"police"
-    b, _ = by_camera[CAM_B]
-    assert (b["count"], b["location"]["district"], b["owner_department"], b["severity"]) == (1, "SHUNDE", "police", "HIGH")
-    c, _ = by_camera[CAM_C]
+    (b_first, b_first_headers), (b, b_headers) = versions[fire["alarm_id"]]
+    assert (b_first["count"], b_first["severity"], b["count"], b["severity"]) == (1, "HIGH", 2, "CRITICAL")
+    assert (b["location"]["district"], b["owner_department"]) == ("SHUNDE", "police")
+    assert b_headers["ce_id"] != b_first_headers["ce_id"]  # an idempotent sink keeps the update
+    ((c, _),) = by_camera[CAM_C]
     assert (c["count"], c["location"]) == (1, None)  # unknown camera: passes as it came
-    flap, _ = by_camera[FLAP_CAMERA_ID]
+    ((flap, _),) = by_camera[FLAP_CAMERA_ID]
     assert flap["count"] == 120 and "120 cameras offline" in flap["description"], [(r["camera_id"], r["count"], r.get("description")) for r, _ in out]
-    assert len(out) == 4
-    # linkage: the fire alarm opened a case for the fire brigade and one for Shunde's centre
-    cases = read_until(settings, topology.event_type("city_case").topic, lambda seen: len(seen) >= 2, 30,
-                       lambda m: to_json(decoder.decode(m.value())))
+    assert [r["count"] for r, _ in versions[last["alarm_id"]]] == [1]
+    assert len(out) == 7
+    # linkage: the fire storm's update opened no second case (it went out before the last alarm,
+    # whose two cases are awaited); the last fire alarm opened its own two
+    cases = read_until(settings, case_topic,
+                       lambda seen: len(seen) >= 4 and sum(c["related_alarm_id"] == last["alarm_id"] for c in seen) >= 2,
+                       30, decode_case)
     assert sorted((c["responsible_unit"], c["category"], c["related_alarm_id"]) for c in cases) == [
-        ("district_shunde", "FIRE_HAZARD", b["alarm_id"]),
-        ("fire_brigade", "FIRE_HAZARD", b["alarm_id"]),
+        ("district_chancheng", "FIRE_HAZARD", last["alarm_id"]),
+        ("district_shunde", "FIRE_HAZARD", fire["alarm_id"]),
+        ("fire_brigade", "FIRE_HAZARD", fire["alarm_id"]),
+        ("fire_brigade", "FIRE_HAZARD", last["alarm_id"]),
     ]
 
 

@@ -11,7 +11,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from bus.processors.linkage import cases_for, compile_rules
-from bus.processors.storms import StormMerger
+from bus.processors.storms import Emission, StormMerger
 from bus.schemas.catalog import SchemaCatalog
 from bus.schemas.records import to_datum
 from bus.topology.loader import load_topology
@@ -114,16 +114,16 @@ def recorded(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run(alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Storms, then linkage, as the worker does: the cases every published alarm opens."""
+def run(alarms: list[dict[str, Any]]) -> tuple[list[Emission], list[dict[str, Any]]]:
+    """Storms, then linkage, as the worker does: (every emission, the cases they open)."""
     merger = StormMerger()
-    published = [out for record in alarms for out in merger.add(record)] + merger.flush()
-    return [case for record in published for case in cases_for(record, RULES)]
+    emitted = [out for record in alarms for out in merger.add(record)] + merger.flush()
+    return emitted, [case for e in emitted for case in cases_for(e.alarm, RULES, first=e.first)]
 
 
 def test_recorded_sequence_and_its_replay() -> None:
     alarms = recorded("linkage_alarms.jsonl")
-    cases = run(alarms)
+    emitted, cases = run(alarms)
     summary = sorted((c["responsible_unit"], c["category"], c["component_id"]) for c in cases)
     assert summary == [
         ("district_nanhai", "FIRE_HAZARD", "CAM-NH-00012"),  # the 3 alarms of the first minute: one storm
@@ -132,8 +132,51 @@ def test_recorded_sequence_and_its_replay() -> None:
         ("fire_brigade", "FIRE_HAZARD", "CAM-NH-00012"),
         ("street_lighting", "CAMERA_FAULT", "CAM-NH-00077"),  # 2 offline alarms, one fault
     ]  # the intrusion opens nothing, the tampering of a camera without owner neither
-    assert "(3 alarms merged)" in next(c["description"] for c in cases if c["related_alarm_id"] == alarms[0]["alarm_id"]
-                                       and c["responsible_unit"] == "fire_brigade")
-    replayed = run(alarms)
+    # the storm's first alarm opened the fire cases at once; its update (3 alarms) opened none
+    updates = [e for e in emitted if e.is_update]
+    assert sorted((e.alarm["alarm_id"], e.alarm["count"]) for e in updates) == sorted(
+        [(alarms[0]["alarm_id"], 3), (alarms[3]["alarm_id"], 2)]
+    )
+    fire = next(c for c in cases if c["related_alarm_id"] == alarms[0]["alarm_id"] and c["responsible_unit"] == "fire_brigade")
+    assert fire["description"] == f"opened by linkage rule fire-smoke from alarm {alarms[0]['alarm_id']}"
+    assert all(cases_for(e.alarm, RULES, first=e.first) == [] for e in updates)
+    replayed = run(alarms)[1]
     assert sorted(c["case_id"] for c in replayed) == sorted(c["case_id"] for c in cases)  # no second case
     assert len({c["case_id"] for c in cases}) == 5
+
+
+def test_update_opens_only_the_rules_it_escalated_into(tmp_path: Path) -> None:
+    """A storm of crowd alarms that starts MEDIUM and turns CRITICAL: the first opens the
+    any-severity case at once, the update only the case of the severe rule, with its own id."""
+    crowds = {"field": "alarm_type", "eq": "CROWD_GATHERING"}
+    rules = compile_rules(with_linkage(tmp_path, [
+        {"name": "crowds", "match": crowds,
+         "case": {"category": "PUBLIC_SAFETY", "responsible": ["district_centre"], "respond_within_h": 1,
+                  "resolve_within_h": 6}},
+        {"name": "severe-crowds", "match": {"and": [crowds, {"field": "severity", "in": ["HIGH", "CRITICAL"]}]},
+         "case": {"category": "PUBLIC_SAFETY", "responsible": ["police"], "level": "CITY", "respond_within_h": 0.5,
+                  "resolve_within_h": 6}},
+    ]))
+    merger = StormMerger()
+    storm = [alarm("CROWD_GATHERING", "MEDIUM", alarm_id=f"6f1c2f3e-{i:04d}-4a4a-9b9b-123456789abc",
+                   occurred_at=f"2026-11-23T08:30:{i * 10:02d}+08:00") for i in range(3)]
+    storm[1]["severity"] = "CRITICAL"
+    (first,) = merger.add(storm[0])
+    assert [c["responsible_unit"] for c in cases_for(first.alarm, rules, first=first.first)] == ["district_nanhai"]
+    assert merger.add(storm[1]) == merger.add(storm[2]) == []
+    (update,) = merger.flush()
+    escalated = cases_for(update.alarm, rules, first=update.first)
+    assert [(c["responsible_unit"], c["level"], c["related_alarm_id"]) for c in escalated] == [
+        ("police", "CITY", storm[0]["alarm_id"]),
+    ]
+    assert "(3 alarms merged)" in escalated[0]["description"]
+    # without its first version, the update would open both again, the first under the same id
+    both = cases_for(update.alarm, rules)
+    assert len(both) == 2 and cases_for(first.alarm, rules)[0]["case_id"] == both[0]["case_id"]
+    # a storm that stays MEDIUM: its update opens nothing
+    calm = StormMerger()
+    calm.add(storm[0])
+    calm.add(storm[2])
+    (calm_update,) = calm.flush()
+    assert calm_update.alarm["count"] == 2
+    assert cases_for(calm_update.alarm, rules, first=calm_update.first) == []

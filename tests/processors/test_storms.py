@@ -1,4 +1,5 @@
-"""Storm and flap rules, driven by recorded event sequences (time comes from the records)."""
+"""Storm and flap rules, driven by recorded event sequences (time comes from the records):
+what is emitted at once (while feeding) and what only when windows close (the final flush)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import uuid
 
 import pytest
 
-from bus.processors.storms import FLAP_CAMERA_ID, StormConfig, StormMerger, event_time_ms, iso_ms
+from bus.processors.encoding import derived_ce_id
+from bus.processors.storms import (
+    FLAP_CAMERA_ID,
+    Emission,
+    StormConfig,
+    StormMerger,
+    event_time_ms,
+    iso_ms,
+)
 
 T0 = event_time_ms("2026-11-23T08:30:00+08:00")
 
@@ -24,115 +33,179 @@ def alarm(camera: str, kind: str, at_s: float, severity: str = "MEDIUM", **extra
     return record
 
 
-def run(records: list[dict], config: StormConfig | None = None) -> tuple[list[dict], list[dict]]:
+def run(records: list[dict], config: StormConfig | None = None) -> tuple[list[Emission], list[Emission]]:
     """(emitted while feeding, emitted by the final flush)."""
     merger = StormMerger(config)
     live = [out for r in records for out in merger.add(r)]
     return live, merger.flush()
 
 
-def summary(alarms: list[dict]) -> list[tuple[str, str, int]]:
-    return [(a["camera_id"], a["alarm_type"], a["count"]) for a in alarms]
+def run_all(records: list[dict], config: StormConfig | None = None) -> list[Emission]:
+    live, flushed = run(records, config)
+    return live + flushed
+
+
+def summary(emissions: list[Emission]) -> list[tuple[str, str, int, str]]:
+    return [(e.alarm["camera_id"], e.alarm["alarm_type"], e.alarm["count"], "update" if e.is_update else "new")
+            for e in emissions]
+
+
+def last_versions(emissions: list[Emission]) -> dict[str, dict]:
+    """alarm_id -> the last version emitted (what a consumer upserting by id holds)."""
+    return {e.alarm["alarm_id"]: e.alarm for e in emissions}
 
 
 A, B = "CAM-CC-00001", "CAM-NH-00002"
+INT, OFF = "INTRUSION", "CAMERA_OFFLINE"
 
 CASES = [
     # name, records, emitted live, emitted at flush
-    ("single alarm waits for its window", [alarm(A, "INTRUSION", 0)], [], [(A, "INTRUSION", 1)]),
+    ("a single alarm is emitted at once, and nothing more", [alarm(A, INT, 0)], [(A, INT, 1, "new")], []),
     (
-        "same camera and type within 60 s merge",
-        [alarm(A, "INTRUSION", s) for s in (0, 10, 30, 59.9)],
-        [],
-        [(A, "INTRUSION", 4)],
+        "same camera and type within 60 s: the first at once, one update when the window closes",
+        [alarm(A, INT, s) for s in (0, 10, 30, 59.9)],
+        [(A, INT, 1, "new")],
+        [(A, INT, 4, "update")],
     ),
     (
-        "an alarm at the window end opens a new window and closes the old one",
-        [alarm(A, "INTRUSION", 0), alarm(A, "INTRUSION", 20), alarm(A, "INTRUSION", 60)],
-        [(A, "INTRUSION", 2)],
-        [(A, "INTRUSION", 1)],
+        "an alarm at the window end closes the old window (its update) and opens a new one (at once)",
+        [alarm(A, INT, 0), alarm(A, INT, 20), alarm(A, INT, 60)],
+        [(A, INT, 1, "new"), (A, INT, 2, "update"), (A, INT, 1, "new")],
+        [],
     ),
     (
-        "other type or other camera: separate windows",
-        [alarm(A, "INTRUSION", 0), alarm(A, "FIRE_SMOKE", 1), alarm(B, "INTRUSION", 2)],
+        "other type or other camera: separate windows, each first at once",
+        [alarm(A, INT, 0), alarm(A, "FIRE_SMOKE", 1), alarm(B, INT, 2)],
+        [(A, INT, 1, "new"), (A, "FIRE_SMOKE", 1, "new"), (B, INT, 1, "new")],
         [],
-        [(A, "INTRUSION", 1), (A, "FIRE_SMOKE", 1), (B, "INTRUSION", 1)],
     ),
     (
         "another key's event time closes due windows (watermark), never the wall clock",
-        [alarm(A, "INTRUSION", 0), alarm(A, "INTRUSION", 5), alarm(B, "TAMPERING", 61)],
-        [(A, "INTRUSION", 2)],
-        [(B, "TAMPERING", 1)],
-    ),
-    (
-        "counts of already merged alarms add up",
-        [alarm(A, "INTRUSION", 0, count=5), alarm(A, "INTRUSION", 1, count=3)],
+        [alarm(A, INT, 0), alarm(A, INT, 5), alarm(B, "TAMPERING", 61)],
+        [(A, INT, 1, "new"), (B, "TAMPERING", 1, "new"), (A, INT, 2, "update")],
         [],
-        [(A, "INTRUSION", 8)],
     ),
     (
-        "an alarm later than the window of its key is emitted alone at once",
-        [alarm(A, "INTRUSION", 200), alarm(A, "INTRUSION", 100)],
-        [(A, "INTRUSION", 1)],
-        [(A, "INTRUSION", 1)],
+        "counts of already merged alarms add up; the first keeps the count it came with",
+        [alarm(A, INT, 0, count=5), alarm(A, INT, 1, count=3)],
+        [(A, INT, 5, "new")],
+        [(A, INT, 8, "update")],
     ),
     (
-        "a few offline cameras are ordinary storms, not a flap",
-        [alarm(A, "CAMERA_OFFLINE", 0), alarm(A, "CAMERA_OFFLINE", 3), alarm(B, "CAMERA_OFFLINE", 4)],
+        "a count below 1 counts as one raw alarm, so the update always counts more",
+        [alarm(A, INT, 0, count=0), alarm(A, INT, 1, count=-3)],
+        [(A, INT, 0, "new")],
+        [(A, INT, 2, "update")],
+    ),
+    (
+        "an alarm older than the window of its key is emitted alone at once",
+        [alarm(A, INT, 200), alarm(A, INT, 100)],
+        [(A, INT, 1, "new"), (A, INT, 1, "new")],
         [],
-        [(A, "CAMERA_OFFLINE", 2), (B, "CAMERA_OFFLINE", 1)],
     ),
     (
-        "offline storm continues past the flap window and merges within 60 s",
-        [alarm(A, "CAMERA_OFFLINE", s) for s in (0, 5, 15, 40)] + [alarm(B, "INTRUSION", 70)],
-        [(A, "CAMERA_OFFLINE", 4)],
-        [(B, "INTRUSION", 1)],
+        "offline alarms are held for the flap window only; a few cameras are ordinary storms",
+        [alarm(A, OFF, 0), alarm(A, OFF, 3), alarm(B, OFF, 4)],
+        [],
+        [(A, OFF, 1, "new"), (B, OFF, 1, "new"), (A, OFF, 2, "update")],
+    ),
+    (
+        "the flap window's end (event time) releases the offline alarm; other types pass at once",
+        [alarm(A, OFF, 0), alarm(A, OFF, 3), alarm(B, INT, 10)],
+        [(B, INT, 1, "new"), (A, OFF, 1, "new")],
+        [(A, OFF, 2, "update")],
+    ),
+    (
+        "an offline storm continues past the flap window and merges within 60 s",
+        [alarm(A, OFF, s) for s in (0, 5, 15, 40)] + [alarm(B, INT, 70)],
+        [(A, OFF, 1, "new"), (B, INT, 1, "new"), (A, OFF, 4, "update")],
+        [],
+    ),
+    (
+        "flap detection off: offline alarms are not held",
+        [alarm(A, OFF, 0), alarm(A, OFF, 3)],
+        [(A, OFF, 1, "new")],
+        [(A, OFF, 2, "update")],
     ),
 ]
 
 
 @pytest.mark.parametrize("name,records,live,flushed", CASES, ids=[c[0] for c in CASES])
 def test_storm_rules(name: str, records: list[dict], live: list, flushed: list) -> None:
-    got_live, got_flushed = run(records)
+    config = StormConfig(flap_threshold=0) if name.startswith("flap detection off") else None
+    got_live, got_flushed = run(records, config)
     assert summary(got_live) == live
-    assert sorted(summary(got_flushed)) == sorted(flushed)
+    assert summary(got_flushed) == flushed
+    # every raw alarm accounted for: the last version of each alarm sums to the raw count
+    raw = sum(max(1, r["count"]) for r in records)
+    assert sum(a["count"] for a in last_versions(got_live + got_flushed).values()) == raw
 
 
-def test_merged_alarm_keeps_first_id_and_takes_highest_severity() -> None:
-    first = alarm(A, "INTRUSION", 0, severity="LOW", description="fence")
-    _, out = run([first, alarm(A, "INTRUSION", 30, severity="CRITICAL"), alarm(A, "INTRUSION", 10, severity="HIGH")])
-    (merged,) = out
+def test_fire_alarm_is_emitted_by_the_record_itself() -> None:
+    """No later record (no watermark move) and no flush: the fire brigade hears of it now, also
+    while other storms and a possible flap are open."""
+    merger = StormMerger()
+    merger.add(alarm(B, INT, 0))
+    merger.add(alarm(B, INT, 1))
+    merger.add(alarm(A, OFF, 2))  # held for the flap decision
+    fire = alarm(A, "FIRE_SMOKE", 3, severity="HIGH", description="smoke on the roof")
+    assert merger.add(fire) == [Emission(fire)]  # unchanged, and nothing else with it
+    assert merger.open_windows == 3  # the storms stay open for their updates
+
+
+def test_update_keeps_first_id_and_takes_highest_severity() -> None:
+    first = alarm(A, INT, 0, severity="LOW", description="fence")
+    live, flushed = run([first, alarm(A, INT, 30, severity="CRITICAL"), alarm(A, INT, 10, severity="HIGH")])
+    assert live == [Emission(first)]
+    (update,) = flushed
+    assert update.first == first
+    merged = update.alarm
     assert merged["alarm_id"] == first["alarm_id"]
     assert merged["severity"] == "CRITICAL"
     assert merged["count"] == 3
     assert merged["occurred_at"] == first["occurred_at"]
     assert merged["description"].startswith("alarm storm: 3 INTRUSION alarms within 30 s; first: fence")
+    assert {k: v for k, v in merged.items() if k not in ("count", "severity", "description")} == {
+        k: v for k, v in first.items() if k not in ("count", "severity", "description")
+    }
+
+
+def test_update_gets_a_cloudevents_id_of_its_own_and_replays_give_the_same_ids() -> None:
+    records = [alarm(A, INT, s) for s in (0, 10, 30)] + [alarm(B, INT, 1)]
+    out = run_all(records)
+    (update,) = [e for e in out if e.is_update]
+    assert update.first is not None
+    alarm_id = update.alarm["alarm_id"]
+    # the ids of today's records: uuid5 of the alarm id and count (an idempotent sink keeps both)
+    assert derived_ce_id(update.first) == str(uuid.uuid5(uuid.NAMESPACE_URL, f"bus-processors/{alarm_id}/1"))
+    assert derived_ce_id(update.alarm) == str(uuid.uuid5(uuid.NAMESPACE_URL, f"bus-processors/{alarm_id}/3"))
+    ce_ids = [derived_ce_id(e.alarm) for e in out]
+    assert len(set(ce_ids)) == len(ce_ids) == 3
+    assert [derived_ce_id(e.alarm) for e in run_all(records)] == ce_ids
 
 
 def test_single_alarm_passes_unchanged() -> None:
     only = alarm(A, "FIRE_SMOKE", 0, description="smoke")
-    assert run([only])[1] == [only]
+    assert run([only]) == ([Emission(only)], [])
 
 
 def flap(cameras: int, within_s: float, start_s: float = 0) -> list[dict]:
     return [
-        alarm(f"CAM-SD-{i:05d}", "CAMERA_OFFLINE", start_s + within_s * i / cameras, location={"district": "SHUNDE"})
+        alarm(f"CAM-SD-{i:05d}", OFF, start_s + within_s * i / cameras, location={"district": "SHUNDE"})
         for i in range(cameras)
     ]
 
 
 def test_network_flap_becomes_one_incident() -> None:
     records = flap(300, 4) + flap(300, 4)[:50]  # 300 cameras, some report twice
-    live, flushed = run(records + [alarm(A, "INTRUSION", 30)])
-    incidents = [a for a in live + flushed if a["camera_id"] == FLAP_CAMERA_ID]
-    assert len(incidents) == 1
-    assert [a for a in live + flushed if a["alarm_type"] == "CAMERA_OFFLINE"] == incidents
-    (incident,) = incidents
-    assert incident["count"] == 350
+    live, flushed = run(records + [alarm(A, INT, 30)])
+    assert flushed == []
+    assert summary(live) == [(A, INT, 1, "new"), (FLAP_CAMERA_ID, OFF, 350, "new")]  # no single offline alarm
+    incident = live[1].alarm
     assert "300 cameras offline" in incident["description"] and "SHUNDE 300" in incident["description"]
     assert incident["occurred_at"] == iso_ms(T0)
     # replaying the same records gives the same incident id
-    again = [a for a in sum(run(records + [alarm(A, "INTRUSION", 30)]), []) if a["camera_id"] == FLAP_CAMERA_ID]
+    again = [e.alarm for e in run_all([*records, alarm(A, INT, 30)]) if e.alarm["camera_id"] == FLAP_CAMERA_ID]
     assert again[0]["alarm_id"] == incident["alarm_id"]
 
 
@@ -142,17 +215,24 @@ def test_network_flap_becomes_one_incident() -> None:
 )
 def test_flap_threshold_and_window(cameras: int, within_s: float, threshold: int, incidents: int) -> None:
     config = StormConfig(flap_threshold=threshold, flap_window_ms=10_000)
-    out = sum(run(flap(cameras, within_s), config), [])
-    assert len([a for a in out if a["camera_id"] == FLAP_CAMERA_ID]) == incidents
+    live, flushed = run(flap(cameras, within_s), config)
+    out = live + flushed
+    assert len([e for e in out if e.alarm["camera_id"] == FLAP_CAMERA_ID]) == incidents
     if incidents == 0:
-        assert sum(a["count"] for a in out) == cameras  # every raw alarm accounted for
+        assert sum(a["count"] for a in last_versions(out).values()) == cameras  # every raw alarm accounted for
+        assert not any(e.is_update for e in out)  # one alarm per camera: nothing to update
+    if threshold == 0:
+        assert len(live) == cameras  # no flap detection: nothing held
 
 
 def test_burst_of_storms_keeps_every_raw_alarm_counted() -> None:
-    records = [alarm(f"CAM-CC-{i % 40:05d}", "INTRUSION", i * 0.25) for i in range(2000)]
-    out = sum(run(records), [])
-    assert sum(a["count"] for a in out) == 2000
-    assert len(out) == 40 * 9  # 500 s of alarms = 9 windows of 60 s per camera
+    records = [alarm(f"CAM-CC-{i % 40:05d}", INT, i * 0.25) for i in range(2000)]
+    out = run_all(records)
+    assert sum(a["count"] for a in last_versions(out).values()) == 2000
+    # 500 s of alarms = 9 windows of 60 s per camera, each a first and an update
+    assert len(last_versions(out)) == 40 * 9
+    assert len(out) == 2 * 40 * 9
+    assert sum(e.alarm["count"] for e in out if not e.is_update) == 40 * 9
 
 
 @pytest.mark.parametrize(
@@ -171,7 +251,9 @@ def test_event_time_rejects(value: object) -> None:
 
 def test_watermark_is_the_least_over_partitions() -> None:
     merger = StormMerger()
-    assert merger.add(alarm(A, "INTRUSION", 0), partition=0) == []
-    assert merger.add(alarm(B, "INTRUSION", 500), partition=1) == []  # partition 1 read ahead
-    assert merger.add(alarm(A, "INTRUSION", 30), partition=0) == []  # not late: joins its window
-    assert summary(merger.add(alarm(A, "TAMPERING", 100), partition=0)) == [(A, "INTRUSION", 2)]
+    assert summary(merger.add(alarm(A, INT, 0), partition=0)) == [(A, INT, 1, "new")]
+    assert summary(merger.add(alarm(B, INT, 500), partition=1)) == [(B, INT, 1, "new")]  # partition 1 read ahead
+    assert merger.add(alarm(A, INT, 30), partition=0) == []  # not late: joins its window
+    assert summary(merger.add(alarm(A, "TAMPERING", 100), partition=0)) == [
+        (A, "TAMPERING", 1, "new"), (A, INT, 2, "update"),
+    ]

@@ -1,0 +1,46 @@
+"""What a topology implies, without a broker: which topics plan may prune, and the state
+derived from the shipped city."""
+
+from __future__ import annotations
+
+import pytest
+
+from bus.integrate.desired import desired_state, managed_topic
+from bus.topology.loader import load_topology
+from tests.fixtures.city import REPO
+
+
+@pytest.mark.parametrize(("name", "namespace", "managed"), [
+    ("city.events.camera_alarm", None, True),
+    ("city.events.camera_alarm.enriched", None, False),  # the processors' output: never pruned by prefix
+    ("city.sub.police.camera-maintenance", None, True),
+    ("city.sub.police", None, False),
+    ("city.sub.police.a.b", None, False),
+    ("bus-dlq-skynet-platform", None, True),
+    ("bus-connector-offsets", None, False),
+    ("_bus_schemas", None, False),
+    ("ns.city.events.camera_alarm", None, False),  # another namespace's
+    ("ns.city.events.camera_alarm", "ns", True),
+    ("city.events.camera_alarm", "ns", False),
+    ("ns.bus-dlq-x", "ns", True),
+    ("orders", None, False),
+])
+def test_only_topics_named_like_the_bus_makes_them_are_managed(name: str, namespace: str | None, managed: bool) -> None:
+    assert managed_topic(name, namespace) is managed
+
+
+def test_the_city_implies_every_topic_once_with_the_source_partition_count() -> None:
+    topology = load_topology(REPO / "topology.yaml")
+    desired = desired_state(topology)
+    names = [t.name for t in desired.topics]
+    assert len(names) == len(set(names))
+    for sub in topology.subscriptions:
+        assert desired.topic(sub.topic).partitions == topology.event_type(sub.event_type).partitions  # type: ignore[union-attr]
+    compacted = {t.name for t in desired.topics if t.config["cleanup.policy"] == "compact"}
+    assert compacted == {"bus-connector-offsets", "bus-connector-status", "_bus_schemas", "bus-topology"}
+    assert desired_state(topology, registry_topic=None).topic("_bus_schemas") is None
+    subjects = {s.subject for s in desired.subjects}
+    assert {et.subject for et in topology.event_types} | {s.subject for s in topology.subscriptions} <= subjects
+    principals = {b.principal for b in desired.acls}
+    assert principals <= set(desired.principals) and "User:bus" in principals
+    assert {b.principal for b in desired_state(topology, service_principal="User:router").acls} >= {"User:router"}
