@@ -25,7 +25,7 @@ def process(
     window_s: float = typer.Option(60.0, "--window", min=0.001, help="Storm window in seconds of event time."),
     flap_window_s: float = typer.Option(10.0, "--flap-window", min=0.001, help="Network-flap window in seconds of event time."),
     flap_threshold: int = typer.Option(100, "--flap-threshold", min=0, help="Distinct offline cameras that make a flap (0: off)."),
-    idle_flush_s: float = typer.Option(30.0, "--idle-flush", min=0.0, help="Close open storm windows after this many seconds without any alarm (0: never)."),
+    idle_flush_s: float = typer.Option(30.0, "--idle-flush", min=0.0, help="Emit pending storm updates and held offline alarms after this many seconds without any alarm (0: never)."),
     log_level: str = typer.Option("WARNING", "--worker-log-level", help="faust worker log level."),
 ) -> None:
     """Run the stateful processors: alarms enriched from the camera table and storm-merged to

@@ -119,8 +119,7 @@ def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: P
     assert "ops: http://127.0.0.1:" in out
     assert "page: http://127.0.0.1:" in out
     # 8 samples published; those of the types routed as published went through the router
-    # at once (camera alarms are routed from the processors' output, which holds them until
-    # their storm window closes).
+    # at once (camera alarms are routed from the processors' output).
     routed = re.search(r"status: 8 published, (\d+) routed in", out)
     assert routed and int(routed.group(1)) >= 6, out[-2000:]
     # The processors run beside it, and the connectors: those whose secrets are set start,

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import defaultdict
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.consume.decoder import Decoder
@@ -82,6 +83,7 @@ def _lag(city: City) -> int:
     return _progress(city)[1]
 
 
+@pytest.mark.timeout(600)  # ten restarts of four routers (the shared one and three backfill lanes)
 def test_router_killed_ten_times_delivers_every_record_exactly_once(city: City) -> None:
     rng = random.Random(1947)
     stop_publishing = threading.Event()
