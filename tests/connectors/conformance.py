@@ -23,8 +23,8 @@ Sources are seen on their event type's canonical topic (:class:`SourceHarness`);
 are fed on a topic of the test in the wire format, as the router fills a subscription
 topic (:class:`SinkHarness`).
 
-Adding a type (``rest_poller``, ``postgres_source``): write its harness below, add it to
-:data:`HARNESSES` and remove its name from :data:`PENDING`.
+Adding a type: write its harness below, add it to :data:`HARNESSES` (until then, name it
+in :data:`PENDING`).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from bus.connectors.registry import GROUP, load_connector_class
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.topology.models import Connector
+from tests.connectors.rest_server import CaseServer, iso, to_ms
 from tests.connectors.services import Database, mqtt_address
 from tests.connectors.support import (
     Endpoint,
@@ -66,10 +67,11 @@ from tests.connectors.support import (
     text_headers,
     wait_until,
 )
+from tests.connectors.test_postgres_source import CREATE, TABLE, insert, person
 from tests.fixtures.city import City
 
 #: Types other engineers are writing: their harnesses are still to come.
-PENDING = ("rest_poller", "postgres_source")
+PENDING: tuple[str, ...] = ()
 
 #: Kafka Connect's context headers every dead letter carries.
 CONTEXT_HEADERS = ("topic", "connector.name", "task.id", "stage", "class.name", "exception.class.name",
@@ -394,6 +396,99 @@ class FileDropHarness(SourceHarness):
                                                      "__connect.errors.topic": name, "__connect.errors.offset": "1"})
 
 
+class RestPollerHarness(SourceHarness):
+    """The case system's changes endpoint on loopback (``rest_server.CaseServer``), with a
+    token: each case fed is one millisecond after the last, and waits there while the poller
+    is down. A bad input is an item without ``updated_at``, dead-lettered with its page's URL."""
+
+    type: ClassVar[str] = "rest_poller"
+    event_type: ClassVar[str] = "city_case"
+    identity: ClassVar[str] = "case_id"
+
+    @classmethod
+    def static_config(cls) -> dict[str, Any]:
+        return {"url": "https://chengguan.example.gov.cn/api/cases/changes", "interval_s": 10,
+                "bearer_token": "env:CONFORMANCE_REST_TOKEN"}
+
+    def entry(self) -> dict[str, Any]:
+        token = f"tok-{uuid.uuid4().hex}"
+        self.secrets = [token]
+        self.env.monkeypatch.setenv("CONFORMANCE_REST_TOKEN", token)
+        self.server = CaseServer(token=token).start()  # its URL goes into the entry
+        self.at_ms = to_ms("2026-11-23T08:30:00.000+08:00")
+        return {"name": self.named("conformance-rest"), "type": self.type, "department": "city_management",
+                "publishes": [self.event_type],
+                "config": {"url": self.server.url, "interval_s": 0.1, "timeout_s": 2,
+                           "bearer_token": "env:CONFORMANCE_REST_TOKEN", "errors.retry.delay.max.ms": 100}}
+
+    def close(self) -> None:
+        self.server.stop()
+
+    def _next_at(self) -> int:
+        self.at_ms += 1
+        return self.at_ms
+
+    def feed_good(self, n: int) -> list[str]:
+        records = [self.record() | {"updated_at": iso(self._next_at())} for _ in range(n)]
+        self.server.put(*records)
+        return [r[self.identity] for r in records]
+
+    def feed_bad(self) -> BadInput:
+        """The page that serves the bad item is the one asked for by the first request after
+        it was put: every poll until the next good case asks for the same page."""
+        item = {self.identity: str(uuid.uuid4()), "title": "a case without updated_at"}
+        asked = len(self.server.requests())
+        self.server.put_raw(item, self._next_at(), item[self.identity])
+        wait_until(lambda: len(self.server.requests()) > asked, 10, "a poll after the bad item")
+        page = self.server.base + self.server.requests()[asked].target
+        return BadInput(headers={"__connect.errors.topic": page, "rest_url": page})
+
+
+class PostgresSourceHarness(SourceHarness):
+    """The population base's change table of ``test_postgres_source.py`` in a database of
+    the test; rows wait there while the source is down. A bad input is a row whose
+    change_type is no value of the schema's enum."""
+
+    type: ClassVar[str] = "postgres_source"
+    event_type: ClassVar[str] = "population_change"
+    identity: ClassVar[str] = "person_id"
+
+    @classmethod
+    def static_config(cls) -> dict[str, Any]:
+        return {"dsn": "env:CONFORMANCE_PG_SOURCE_DSN", "table": TABLE, "columns": {"person_no": "person_id"}}
+
+    def entry(self) -> dict[str, Any]:
+        self.database: Database = self.env.fixture("database")
+        self.database.execute(CREATE)
+        self.rows = 0
+        password = f"pw-{uuid.uuid4().hex}"
+        self.secrets = [password]
+        # The server trusts loopback: a password it ignores still must never show.
+        self.env.monkeypatch.setenv("CONFORMANCE_PG_SOURCE_DSN", f"{self.database.dsn} password={password}")
+        return {"name": self.named("conformance-pg-source"), "type": self.type, "department": "civil_affairs",
+                "publishes": [self.event_type],
+                "config": {"dsn": "env:CONFORMANCE_PG_SOURCE_DSN", "table": TABLE,
+                           "columns": {"person_no": "person_id"}, "interval_s": 0.1, "connect_timeout_s": 3}}
+
+    def _insert(self, n: int, change_type: str = "'BIRTH'") -> list[int]:
+        """``n`` rows, each with the next change_seq (and person number)."""
+        first = self.rows + 1
+        insert(self.database, first, n, change_type=change_type)
+        self.rows += n
+        return list(range(first, first + n))
+
+    def feed_good(self, n: int) -> list[str]:
+        ids = [person(g) for g in self._insert(n)]
+        self.fed.update(ids)
+        return ids
+
+    def feed_bad(self) -> BadInput:
+        (seq,) = self._insert(1, change_type="'MARRIAGE'")
+        ((row_id,),) = self.database.query(f"SELECT id FROM {TABLE} WHERE change_seq = %s", (seq,))
+        return BadInput(headers={"__connect.errors.topic": TABLE, "pg_table": TABLE, "pg_change_column": "change_seq",
+                                 "pg_change_value": str(seq), "pg_id": str(row_id)})
+
+
 class WebhookSinkHarness(SinkHarness):
     type: ClassVar[str] = "http_webhook_sink"
 
@@ -471,9 +566,10 @@ class JsonlSinkHarness(SinkHarness):
         return out
 
 
-#: Every connector type's harness. rest_poller and postgres_source: see PENDING.
+#: Every connector type's harness.
 HARNESSES: dict[str, type[Harness]] = {h.type: h for h in (
-    HttpIngestHarness, MqttSourceHarness, FileDropHarness, WebhookSinkHarness, PostgresSinkHarness, JsonlSinkHarness,
+    HttpIngestHarness, MqttSourceHarness, FileDropHarness, RestPollerHarness, PostgresSourceHarness,
+    WebhookSinkHarness, PostgresSinkHarness, JsonlSinkHarness,
 )}
 
 

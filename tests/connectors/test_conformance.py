@@ -25,7 +25,7 @@ from tests.connectors.conformance import (
     check_live,
     conformance_entry_points,
 )
-from tests.connectors.services import database  # noqa: F401 (fixture, used by the postgres_sink harness)
+from tests.connectors.services import database  # noqa: F401 (fixture of the postgres harnesses)
 from tests.fixtures.city import City, write_city_topology
 
 TYPES = sorted(HARNESSES)
