@@ -100,14 +100,16 @@ class Endpoint:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with endpoint.lock:
                     number = len(endpoint.receipts)
                     held = endpoint.hold_after is not None and number >= endpoint.hold_after
                 if held:
                     endpoint.gate.wait(30)
-                status = endpoint.answer(number, headers, body)
+                # A body cut short (the client died while sending) is refused, as a server would.
+                status = endpoint.answer(number, headers, body) if len(body) == length else 400
                 with endpoint.lock:
                     endpoint.receipts.append(Receipt(headers, body, status))
                 payload = b'{"ok": true}' if status < 300 else b'{"error": "refused by the test endpoint"}'

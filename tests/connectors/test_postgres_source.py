@@ -106,44 +106,44 @@ def count(runner: ConnectorRunner, name: str = "published") -> int:
     return int(runner.status().counts.get(name, 0))
 
 
-def test_a_snapshot_of_20000_rows_is_published_once_in_bounded_batches_then_new_rows_follow(
+def test_a_snapshot_of_5000_rows_is_published_once_in_bounded_batches_then_new_rows_follow(
     connector_city: City, database: Database, source_runner: Callable[..., ConnectorRunner],
 ) -> None:
     database.execute(CREATE)
-    insert(database, 1, 20_000)
+    insert(database, 1, 5_000)
     with capture_logs() as logs:
-        runner = source_runner(database.dsn, batch_size=1000).start()
-        wait_until(lambda: count(runner) == 20_000 and runner.status().detail["phase"] == "streaming", 120,
+        runner = source_runner(database.dsn, batch_size=250).start()
+        wait_until(lambda: count(runner) == 5_000 and runner.status().detail["phase"] == "streaming", 120,
                    "the snapshot")
     detail = runner.status().detail
     # bounded memory: one query per batch, never more than batch_size rows held
-    assert detail["max_rows_held"] == 1000
+    assert detail["max_rows_held"] == 250
     assert detail["fetches"] >= 20
-    assert detail["rows_done"] == 20_000
+    assert detail["rows_done"] == 5_000
     done = [e for e in logs if e["event"] == "snapshot done"]
-    assert len(done) == 1 and done[0]["rows_done"] == 20_000
-    print(f"\nsnapshot of 20,000 rows: {done[0]['seconds']} s, {done[0]['rate_per_s']} rows/s "
+    assert len(done) == 1 and done[0]["rows_done"] == 5_000
+    print(f"\nsnapshot of 5,000 rows: {done[0]['seconds']} s, {done[0]['rate_per_s']} rows/s "
           f"({detail['fetches']} queries)")
     ready = next(e for e in logs if e["event"] == "postgres source ready")
     assert ready["order"] == "change_seq, id" and ready["server"].startswith("postgres@")
     assert not [e for e in logs if "no index" in e["event"]]
 
     keys = keys_on_topic(connector_city)
-    assert len(keys) == 20_000 and set(keys.values()) == {1}  # every row, exactly once
+    assert len(keys) == 5_000 and set(keys.values()) == {1}  # every row, exactly once
     record = next(r.value for r in published(connector_city) if r.value["person_id"] == person(7))
     assert record["change_type"] == "BIRTH"
     assert record["effective_date"] == "2026-01-08"
     assert record["recorded_at"] == "2026-03-01T00:00:07.000Z"  # 08:00:07+08 in UTC
     assert record["birth_date"] == "1990-01-08"
     assert record["district"] == "NANHAI" and record["name"] == "Name 7"
-    assert runner.status().position["after"] == [20_000, 20_000]
+    assert runner.status().position["after"] == [5_000, 5_000]
 
     # new changes after the snapshot are polled
-    insert(database, 20_001, 5)
-    wait_until(lambda: count(runner) == 20_005, 30, "the new rows")
-    wait_until(lambda: runner.status().position.get("after") == [20_005, 20_005], 10, "the position")
+    insert(database, 5_001, 5)
+    wait_until(lambda: count(runner) == 5_005, 30, "the new rows")
+    wait_until(lambda: runner.status().position.get("after") == [5_005, 5_005], 10, "the position")
     keys = keys_on_topic(connector_city)
-    assert len(keys) == 20_005 and set(keys.values()) == {1}
+    assert len(keys) == 5_005 and set(keys.values()) == {1}
     assert count(runner, "dead_lettered") == 0
 
 
