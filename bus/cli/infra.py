@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ from bus.kafka.config import KafkaSettings
 from bus.errors import BusError
 from bus.registry.server import serve_forever
 from bus.web.serving import is_loopback
+from bus.runtime.demo import demo_systems
 from bus.runtime.up import publish_demo_samples, run_city
 
 
@@ -63,7 +65,8 @@ def registry(
 
 @app.command()
 def up(
-    demo: bool = typer.Option(False, "--demo", help="Also publish sample events of every type (and, later, run the departments' simulators)."),
+    demo: bool = typer.Option(False, "--demo", help="The demo city: simulated departments' systems (camera platform, camera devices, case system, population registry, webhook endpoints and databases) attached through the topology's connectors, and a sample of every event type."),
+    simulators: bool = typer.Option(True, "--simulators/--no-simulators", help="With --demo: run the departments' simulated systems (else only the samples)."),
     samples: int = typer.Option(5, "--samples", help="With --demo: sample records per event type."),
     broker_port: int = typer.Option(9092, "--broker-port", help="Port of the embedded broker."),
     registry_port: int = typer.Option(8081, "--registry-port", help="Port of the embedded registry."),
@@ -76,26 +79,33 @@ def up(
     exit_after_start: bool = typer.Option(False, "--exit-after-start", hidden=True),
 ) -> None:
     """Run the bus: broker, registry, topics and schemas of the topology, the router, the
-    connectors, the processors and the ops endpoints (Ctrl-C stops)."""
-    with run_city(
-        topology,
-        settings=KafkaSettings(),
-        broker_port=broker_port,
-        registry_port=registry_port,
-        web_host=web_host,
-        web_port=web_port,
-        page_port=page_port,
-        with_connectors=connectors,
-        with_processors=processors,
-        say=typer.echo,
-    ) as city:
+    connectors, the processors, the ops endpoints and the page (Ctrl-C stops)."""
+    with contextlib.ExitStack() as stack:
+        systems = stack.enter_context(demo_systems(topology, typer.echo)) if demo and simulators else None
+        city = stack.enter_context(run_city(
+            systems.topology_path if systems else topology,
+            settings=KafkaSettings(),
+            broker_port=broker_port,
+            registry_port=registry_port,
+            web_host=web_host,
+            web_port=web_port,
+            page_port=page_port,
+            with_connectors=connectors,
+            with_processors=processors,
+            say=typer.echo,
+        ))
+        published = 0
         if demo:
-            total = publish_demo_samples(city, samples, typer.echo)
-            typer.echo(f"demo: {total} records published; read them with `bus tail camera_alarm`")
-        typer.echo(
-            f"ready: broker {city.settings.bootstrap_servers}, registry {city.settings.registry_url}. Ctrl-C stops."
-        )
-        published = total if demo else 0
+            published = publish_demo_samples(city, samples, typer.echo)
+            typer.echo(f"demo: {published} sample records published; read them with `bus tail camera_alarm`")
+        if systems is not None:
+            systems.start()
+            stack.callback(systems.stop_pushing)  # first thing on the way out: nothing arrives while the bus stops
+            typer.echo("demo: the camera platform (HTTP ingest) and the camera devices (MQTT) are pushing; "
+                       "the case system and the population registry are being read")
+        where = f" Page: {city.page.url}/" if city.page else ""
+        typer.echo(f"ready: broker {city.settings.bootstrap_servers}, registry {city.settings.registry_url}."
+                   f"{where} Ctrl-C stops.")
         if exit_after_start:
             if city.router:  # show the samples routed before leaving
                 deadline = time.monotonic() + 30

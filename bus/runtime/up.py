@@ -43,25 +43,40 @@ class RunningCity:
     monitor: BusMonitor | None = None
     ops: OpsServer | None = None
     page: PageServer | None = None
+    provider: ClusterProvider | None = None
     connectors: Connectors | None = None
     processors: Processors | None = None
 
     def summary(self, published: int) -> str:
+        """One line: published, routed, delivered, dead letters, worst lag, and what is down."""
+        counts = {"published": published, "delivered": 0, "dead_lettered": 0}
+        if self.connectors is not None:
+            for runner in self.connectors.running.values():
+                snapshot = runner.status().counts
+                for name in counts:
+                    counts[name] += int(snapshot.get(name, 0))
+        parts = [f"{counts['published']} published"]
         if self.router is None:
-            return f"status: {published} published, no router"
-        stats, shared = self.router.stats, self.router.routers[None].stats
-        lanes = stats.records_in - shared.records_in
-        routed = (f"{shared.records_in} routed in" + (f" (+{lanes} read by backfill lanes)" if lanes else "")
-                  + f", {stats.records_out} out, {stats.dead_letters} dead letters")
-        parts = ""
+            parts.append("no router")
+        else:
+            stats, shared = self.router.stats, self.router.routers[None].stats
+            lanes = stats.records_in - shared.records_in
+            parts.append(f"{shared.records_in} routed in" + (f" (+{lanes} read by backfill lanes)" if lanes else "")
+                         + f", {stats.records_out} out")
+            counts["dead_lettered"] += stats.dead_letters
+        parts.append(f"{counts['delivered']} delivered, {counts['dead_lettered']} dead letters")
+        if self.provider is not None:
+            lagging = [s for s in self.provider.state().streams if s.lag]
+            worst = max(lagging, key=lambda s: s.lag or 0, default=None)
+            parts.append(f"worst lag {worst.lag} ({worst.subscription or worst.group})" if worst else "no lag")
         if self.connectors is not None:
             states = self.connectors.states()
             up = sum(1 for state in states.values() if state == "running")
-            parts += f"; connectors {up}/{len(states)} running"
+            parts.append(f"connectors {up}/{len(states)} running")
         if self.processors is not None:
-            parts += "; processors " + ("running" if self.processors.alive else
-                                        f"EXITED ({self.processors.process.returncode}, see {self.processors.log_path})")
-        return f"status: {published} published, {routed}{parts}"
+            parts.append("processors " + ("running" if self.processors.alive else
+                                          f"EXITED ({self.processors.process.returncode}, see {self.processors.log_path})"))
+        return "status: " + ", ".join(parts[:2]) + "; " + "; ".join(parts[2:])
 
 
 def prepare_topics_and_schemas(topology: Topology, settings: KafkaSettings, say: Say) -> None:
@@ -135,8 +150,9 @@ def run_city(
             say(f"ops: {city.ops.url}/healthz, /readyz, /metrics" + (" (token required)" if token else ""))
         if page_port is not None:
             token = os.environ.get("BUS_WEB_TOKEN") or None
-            provider = stack.enter_context(ClusterProvider(topology, settings, monitor=city.monitor))
-            city.page = stack.enter_context(PageServer(topology, provider, host=web_host, port=page_port, token=token))
+            city.provider = stack.enter_context(ClusterProvider(topology, settings, monitor=city.monitor))
+            city.page = stack.enter_context(PageServer(topology, city.provider, host=web_host, port=page_port,
+                                                       token=token))
             say(f"page: {city.page.url}/  (the city's data flows, live lag, dead letters, connectors, cameras)")
         yield city
         say("stopping ...")

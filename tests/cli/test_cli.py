@@ -122,11 +122,13 @@ def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: P
     # at once (camera alarms are routed from the processors' output).
     routed = re.search(r"status: 8 published, (\d+) routed in", out)
     assert routed and int(routed.group(1)) >= 6, out[-2000:]
-    # The processors run beside it, and the connectors: those whose secrets are set start,
-    # the others are reported with what to set and left out.
+    # The processors run beside it, and every connector of the topology, attached to the
+    # simulated departments' systems (their secrets generated for the run).
     assert "processors: started" in out and "processors running" in out
     assert "connector: camera-devices-mqtt (mqtt_source, source) running" in out
-    assert "skynet-platform (http_ingest) NOT started" in out and "SKYNET_INGEST_TOKEN is not set" in out
+    assert "connector: case-system-poller (rest_poller, source) running on http://127.0.0.1:" in out
+    assert "connectors 10/10 running" in out and "demo: the camera platform (HTTP ingest)" in out
+    assert "dead letters" in out and "delivered" in out
 
 
 def test_the_registry_refuses_to_listen_beyond_loopback() -> None:
