@@ -24,6 +24,17 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _console_renderer() -> structlog.dev.ConsoleRenderer:
+    """Readable lines for a terminal, with tracebacks that never show local variables:
+    structlog's default (rich) traceback prints every frame's locals, among them a
+    library's copy of a DSN with its password or a token being checked."""
+    if structlog.dev.rich is not None:
+        formatter: Any = structlog.dev.RichTracebackFormatter(show_locals=False)
+    else:
+        formatter = structlog.dev.plain_traceback
+    return structlog.dev.ConsoleRenderer(exception_formatter=formatter)
+
+
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
     level_name = (level or os.environ.get("BUS_LOG_LEVEL", "INFO")).upper()
     numeric = logging.getLevelName(level_name)
@@ -36,7 +47,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else _console_renderer()
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -5,3 +5,11 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.city",
 ]
+
+#: Files whose tests take minutes: collected first, so that with two workers (pyproject's
+#: addopts) they start at once instead of being the last to finish.
+LONG_FIRST = ("tests/routing/test_exactly_once.py",)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ANN001 (pytest hook)
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))

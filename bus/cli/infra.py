@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -80,6 +81,9 @@ def up(
 ) -> None:
     """Run the bus: broker, registry, topics and schemas of the topology, the router, the
     connectors, the processors, the ops endpoints and the page (Ctrl-C stops)."""
+    if not is_loopback(web_host) and not os.environ.get("BUS_WEB_TOKEN"):  # refuse before starting anything
+        raise BusError(f"refusing to serve the ops endpoints and the page on {web_host} without a token: "
+                       "set BUS_WEB_TOKEN, or bind to 127.0.0.1")
     with contextlib.ExitStack() as stack:
         systems = stack.enter_context(demo_systems(topology, typer.echo)) if demo and simulators else None
         city = stack.enter_context(run_city(

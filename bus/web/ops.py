@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -44,12 +45,22 @@ def broker_check(settings: KafkaSettings, timeout_s: float = 2.0) -> Check:
 
 
 def registry_check(settings: KafkaSettings, timeout_s: float = 2.0) -> Check:
+    """The registry answers (with its basic auth when configured). ``/readyz`` is open to
+    probes, so the detail never shows credentials: no userinfo, no error text echoing the URL."""
+    parts = urlsplit(settings.registry_url)
+    shown = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+    auth = None
+    if settings.registry_username and settings.registry_password:
+        auth = (settings.registry_username, settings.registry_password.get_secret_value())
+
     def check() -> tuple[bool, str]:
         try:
-            httpx.get(f"{settings.registry_url.rstrip('/')}/subjects", timeout=timeout_s).raise_for_status()
-            return True, settings.registry_url
+            httpx.get(f"{settings.registry_url.rstrip('/')}/subjects", timeout=timeout_s, auth=auth).raise_for_status()
+            return True, shown
+        except httpx.HTTPStatusError as exc:
+            return False, f"{shown}: answered {exc.response.status_code}"
         except httpx.HTTPError as exc:
-            return False, f"{settings.registry_url}: {exc}"
+            return False, f"{shown}: {type(exc).__name__}"
 
     return check
 

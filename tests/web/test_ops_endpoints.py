@@ -61,3 +61,13 @@ def test_a_taken_port_is_a_clear_error() -> None:
     with OpsServer(BusMonitor(), {}) as first:
         with pytest.raises(ServeError, match=f"127.0.0.1:{first.port}"):
             OpsServer(BusMonitor(), {}, port=first.port).start()
+
+
+def test_readiness_never_shows_registry_credentials(kafka_settings: KafkaSettings) -> None:
+    """/readyz is open to probes: a registry URL with userinfo is shown without it."""
+    dead_registry = kafka_settings.with_registry("http://bus:s3cret-registry-pw@127.0.0.1:1")
+    with OpsServer(BusMonitor(), {"registry": registry_check(dead_registry, timeout_s=0.5)}) as server:
+        answer = httpx.get(f"{server.url}/readyz")
+    detail = answer.json()["checks"]["registry"]["detail"]
+    assert answer.status_code == 503 and detail.startswith("http://127.0.0.1:1")
+    assert "s3cret-registry-pw" not in answer.text and "bus:" not in answer.text
