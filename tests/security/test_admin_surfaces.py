@@ -165,7 +165,8 @@ def test_bus_up_beyond_loopback_without_a_token_is_refused() -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False, env=environ(BUS_WEB_TOKEN=""),
     )
     assert result.returncode == 1, result.stdout[-2000:]
-    assert f"refusing to serve the ops endpoints on {BIND} without a token: set BUS_WEB_TOKEN" in result.stderr
+    assert f"refusing to serve the ops endpoints and the page on {BIND} without a token: set BUS_WEB_TOKEN" in result.stderr
+    assert "broker:" not in result.stdout  # refused before anything started
     assert "Traceback" not in result.stderr
     assert "ops: http" not in result.stdout and "page: http" not in result.stdout
 
