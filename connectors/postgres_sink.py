@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from pydantic import Field
 
@@ -51,6 +49,7 @@ from bus.connectors.records import SinkBatch, SinkRecord
 from bus.registry.client import registry_call, registry_client
 from bus.routing.plan import derive_schema
 from bus.schemas import wire
+from connectors._postgres import DatabaseUnreachable, scrub_dsn, server_of
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 
@@ -81,11 +80,6 @@ class PostgresSinkConfig(ConnectorConfig):
         60_000, ge=0, description="Longest a write may take before it is abandoned and retried (0 = no limit).",
         examples=[60000],
     )
-
-
-class DatabaseUnreachable(ConnectorError):
-    """The database cannot be reached or refused the connection (the message names the
-    server, never the password)."""
 
 
 class RowRefused(RecordFailed):
@@ -194,27 +188,11 @@ class PostgresSink(Sink):
 
     def _where(self) -> str:
         """The server as the message names it: user@host:port/dbname (never the password)."""
-        try:
-            info = conninfo_to_dict(self.config.dsn.get_secret_value())
-        except Exception:
-            return "the server of its dsn (which cannot be parsed)"
-        host = info.get("host") or info.get("hostaddr") or "localhost"
-        port = info.get("port") or "5432"
-        user = info.get("user")
-        db = info.get("dbname")
-        return f"{user + '@' if user else ''}{host}:{port}{'/' + db if db else ''}"
+        return server_of(self.config.dsn.get_secret_value())
 
     def _scrub(self, text: str) -> str:
         """An error text without the DSN or its password in it."""
-        dsn = self.config.dsn.get_secret_value()
-        text = text.replace(dsn, "<dsn>")
-        try:
-            password = conninfo_to_dict(dsn).get("password")
-        except Exception:
-            password = None
-        if password:
-            text = text.replace(str(password), "***")
-        return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+        return scrub_dsn(text, self.config.dsn.get_secret_value())
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:

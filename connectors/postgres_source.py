@@ -45,7 +45,6 @@ import datetime as dt
 import decimal
 import difflib
 import json
-import re
 import threading
 import time
 import zoneinfo
@@ -55,7 +54,6 @@ from typing import Annotated, Any, ClassVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -68,7 +66,7 @@ from bus.errors import BusError
 from bus.kafka.exceptions import KafkaError
 from bus.registry.exceptions import RegistryUnreachable
 from bus.schemas.records import to_json
-from connectors.postgres_sink import DatabaseUnreachable
+from connectors._postgres import DatabaseUnreachable, scrub_dsn, server_of
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 Ident = Annotated[str, StringConstraints(pattern=rf"^{_IDENT}$")]
@@ -160,27 +158,9 @@ class RowInvalid(ConnectorError):
 # -- the server, without secrets ------------------------------------------------------------
 
 
-def server_of(dsn: str) -> str:
-    """The server a DSN names, as messages show it: user@host:port/dbname (never the password)."""
-    try:
-        info = conninfo_to_dict(dsn)
-    except Exception:
-        return "the server of its dsn (which cannot be parsed)"
-    host = info.get("host") or info.get("hostaddr") or "localhost"
-    user, db = info.get("user"), info.get("dbname")
-    return f"{user + '@' if user else ''}{host}:{info.get('port') or '5432'}{'/' + str(db) if db else ''}"
-
-
 def scrub(text: str, dsn: str) -> str:
     """``text`` (a driver's error) without the DSN or its password, on one line."""
-    text = text.replace(dsn, "<dsn>")
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except Exception:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return " ".join(re.sub(r"(password\s*=\s*)\S+", r"\1***", text).split())
+    return " ".join(scrub_dsn(text, dsn).split())
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -668,4 +648,4 @@ class PostgresSource(Source):
         )
 
 
-__all__ = ["PostgresSource", "PostgresSourceConfig", "RowInvalid", "TableMismatch", "server_of", "scrub"]
+__all__ = ["PostgresSource", "PostgresSourceConfig", "RowInvalid", "TableMismatch", "scrub"]

@@ -37,15 +37,13 @@ from typing import Any
 import httpx
 import uvicorn
 from confluent_kafka import Producer
-from ruamel.yaml import YAML
 
-from bus.bench.route import PARTITIONS, SCHEMAS, Say, _infrastructure
+from bus.bench.route import PARTITIONS, Say, _infrastructure, bench_topology
 from bus.connectors import ConnectorRunner
 from bus.demo.samples import camera_alarm
 from bus.kafka.admin import TopicSpec, admin, delete_topics, ensure_topics
 from bus.kafka.config import KafkaSettings, producer_config
 from bus.publish import Publisher
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from bus.web.serving import bind, uvicorn_config
 
@@ -149,32 +147,16 @@ def _topology(folder: Path, namespace: str, token: str, webhook_url: str, params
     (secrets in files of ``folder``)."""
     (folder / "token").write_text(token)
     (folder / "hmac").write_text(uuid.uuid4().hex)
-    doc = {
-        "version": 1,
-        "city": {"name": "Benchmark"},
-        "namespace": namespace,
-        "schemas_dir": str(SCHEMAS),
-        "departments": [
-            {"name": "police", "title": "Police"},
-            {"name": "bench_sink", "title": "Benchmark subscriber",
-             "entitlements": {"camera_alarm": {"plate_number": "clear", "snapshot_url": "clear"}}},
-        ],
-        "event_types": [{"name": "camera_alarm", "schema": "surveillance/camera_alarm.avsc", "owner": "police",
-                         "key": "camera_id", "partitions": PARTITIONS}],
-        "subscriptions": [{"name": SUBSCRIPTION, "department": "bench_sink", "event_type": "camera_alarm",
-                           "description": "benchmark: every alarm, untouched"}],
-        "connectors": [
-            {"name": INGEST, "type": "http_ingest", "department": "police", "publishes": ["camera_alarm"],
-             "config": {"port": 0, "auth": {"token": f"file:{folder / 'token'}"}}},
-            {"name": WEBHOOK, "type": "http_webhook_sink", "department": "bench_sink", "subscription": SUBSCRIPTION,
-             "config": {"url": webhook_url, "hmac_key": f"file:{folder / 'hmac'}",
-                        "max_concurrency": params.webhook_concurrency}},
-        ],
-    }
-    path = folder / f"{namespace}.yaml"
-    with path.open("w") as out:
-        YAML().dump(doc, out)
-    return load_topology(path)
+    subscriptions = [{"name": SUBSCRIPTION, "department": "bench_sink", "event_type": "camera_alarm",
+                      "description": "benchmark: every alarm, untouched"}]
+    connectors = [
+        {"name": INGEST, "type": "http_ingest", "department": "police", "publishes": ["camera_alarm"],
+         "config": {"port": 0, "auth": {"token": f"file:{folder / 'token'}"}}},
+        {"name": WEBHOOK, "type": "http_webhook_sink", "department": "bench_sink", "subscription": SUBSCRIPTION,
+         "config": {"url": webhook_url, "hmac_key": f"file:{folder / 'hmac'}",
+                    "max_concurrency": params.webhook_concurrency}},
+    ]
+    return bench_topology(folder, namespace, subscriptions, connectors)
 
 
 def _drop_namespace(settings: KafkaSettings, namespace: str | None) -> None:

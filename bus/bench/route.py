@@ -53,7 +53,10 @@ def _subscription(name: str, kind: str) -> dict[str, Any]:
     return sub
 
 
-def _topology(folder: Path, namespace: str, subscriptions: list[dict[str, Any]]) -> Topology:
+def bench_topology(
+    folder: Path, namespace: str, subscriptions: list[dict[str, Any]], connectors: list[dict[str, Any]] | None = None
+) -> Topology:
+    """The benchmarks' city: camera alarms published by the police, read by ``bench_sink``."""
     doc = {
         "version": 1,
         "city": {"name": "Benchmark"},
@@ -67,6 +70,7 @@ def _topology(folder: Path, namespace: str, subscriptions: list[dict[str, Any]])
         "event_types": [{"name": "camera_alarm", "schema": "surveillance/camera_alarm.avsc", "owner": "police",
                          "key": "camera_id", "partitions": PARTITIONS}],
         "subscriptions": subscriptions,
+        "connectors": connectors or [],
     }
     path = folder / f"{namespace}.yaml"
     with path.open("w") as out:
@@ -209,7 +213,7 @@ def run_route_benchmark(count: int = 20_000, rate: int = 1000, seconds: float = 
             "fanout10": [_subscription(f"fan-{i}", "masked") for i in range(10)],
         }
         results: dict[str, float] = {}
-        topologies = {name: _topology(Path(folder), f"bench_{name}_{uuid.uuid4().hex[:6]}", subs)
+        topologies = {name: bench_topology(Path(folder), f"bench_{name}_{uuid.uuid4().hex[:6]}", subs)
                       for name, subs in scenarios.items()}
         base = topologies["untouched"]
         say(f"loading {count} camera alarms ...")
@@ -227,7 +231,7 @@ def run_route_benchmark(count: int = 20_000, rate: int = 1000, seconds: float = 
         for name in scenarios:
             results[f"{name}_ratio"] = results[f"{name}_eps"] / results["raw_eps"]
         say(f"latency at {rate} records/s for {seconds:g} s ...")
-        latency_topology = _topology(Path(folder), f"bench_latency_{uuid.uuid4().hex[:6]}", [_subscription("latency", "filtered")])
+        latency_topology = bench_topology(Path(folder), f"bench_latency_{uuid.uuid4().hex[:6]}", [_subscription("latency", "filtered")])
         latencies = _latency(latency_topology, settings, rate, seconds, seed)
         results["p50_ms"] = statistics.median(latencies) if latencies else float("nan")
         results["p99_ms"] = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
