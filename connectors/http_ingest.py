@@ -9,8 +9,10 @@ Endpoints (``path`` defaults to ``/ingest``):
 - ``GET /healthz`` (alive) and ``GET /readyz`` (serving, not paused).
 
 The caller is the connector's department, authenticated by ``Authorization: Bearer
-<token>`` or by an HMAC-SHA256 signature of the body (``X-Bus-Signature-256:
-sha256=<hex>``). Answers:
+<token>`` or by an HMAC-SHA256 signature (``X-Bus-Signature-256: sha256=<hex>``) of
+``<timestamp>.`` + the body, the timestamp sent as ``X-Bus-Timestamp`` (Unix seconds) and
+refused outside ``auth.signature_max_age_s`` (300 s) of the bus's clock, so that a captured
+request cannot be replayed (``bus.connectors.signing.sign_request`` makes both headers). Answers:
 
 - 202 once the broker acknowledged every record (JSON: topic, partition, offset, ce_id...);
 - 400 with ``problems: [{path, problem}]`` (``line`` too for a batch);
@@ -31,6 +33,7 @@ import hmac
 import json
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -47,7 +50,7 @@ from bus.web.serving import bind
 from bus.connectors.base import Source, SourceContext
 from bus.connectors.config import ConnectorConfig, SecretRef
 from bus.connectors.exceptions import ConnectorError
-from bus.connectors.signing import SIGNATURE_HEADER, verify
+from bus.connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamped, verify
 from bus.kafka.config import MAX_RECORD_BYTES
 from bus.kafka.exceptions import KafkaError
 from bus.publish.exceptions import InputInvalid, PublishRefused
@@ -81,8 +84,18 @@ class IngestAuth(BaseModel):
     signature_header: str = Field(
         SIGNATURE_HEADER,
         pattern=r"^[A-Za-z0-9-]+$",
-        description="Header carrying `sha256=<hex digest>` of the body.",
+        description="Header carrying `sha256=<hex digest>` of the signed bytes.",
         examples=[SIGNATURE_HEADER],
+    )
+    signature_max_age_s: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description=f"A signed request must carry `{TIMESTAMP_HEADER}: <Unix seconds>` within this many seconds of "
+        "the bus's clock, and its signature covers `<timestamp>.` followed by the body, so that a captured request "
+        "cannot be replayed later. 0: accept a signature of the body alone, without a timestamp (replayable; only "
+        "for a sender that cannot add one).",
+        examples=[300, 0],
     )
 
     @model_validator(mode="after")
@@ -328,19 +341,31 @@ class HttpIngest(Source):
             self._unauthenticated(request, event_type, "bad bearer token")
 
     def _check_signature(self, request: Request, event_type: str, body: bytes) -> None:
-        key = self.config.auth.hmac_key
-        assert key is not None
-        if not verify(key.get_secret_value(), body, request.headers.get(self.config.auth.signature_header)):
+        auth = self.config.auth
+        assert auth.hmac_key is not None
+        signed = body
+        if auth.signature_max_age_s:
+            stamp = request.headers.get(TIMESTAMP_HEADER)
+            if stamp is None or not stamp.isascii() or not stamp.isdigit():
+                self._unauthenticated(request, event_type, f"no {TIMESTAMP_HEADER} header of Unix seconds")
+            assert stamp is not None
+            if abs(time.time() - int(stamp)) > auth.signature_max_age_s:
+                self._unauthenticated(request, event_type, f"{TIMESTAMP_HEADER} more than "
+                                      f"{auth.signature_max_age_s} s from the bus's clock: check the sender's clock")
+            signed = timestamped(stamp, body)
+        if not verify(auth.hmac_key.get_secret_value(), signed, request.headers.get(auth.signature_header)):
             self._unauthenticated(request, event_type, "bad signature")
 
     def _unauthenticated(self, request: Request, event_type: str, reason: str) -> None:
         self.log.warning("ingest unauthenticated", audit=True, reason=reason, event_type=event_type,
                          remote=_remote(request))
         header = self.config.auth.signature_header
+        signed = "the body" if not self.config.auth.signature_max_age_s else "'<timestamp>.' + the body"
+        stamp = "" if not self.config.auth.signature_max_age_s else f" with `{TIMESTAMP_HEADER}: <Unix seconds>`"
         raise _Refusal(
             401,
-            f"authenticate with `Authorization: Bearer <token>` or a `{header}: sha256=<HMAC-SHA256 of the body>` "
-            f"header ({reason})",
+            f"authenticate with `Authorization: Bearer <token>` or a `{header}: sha256=<HMAC-SHA256 of {signed}>` "
+            f"header{stamp} ({reason})",
             headers={"WWW-Authenticate": 'Bearer realm="bus"'},
         )
 
@@ -470,7 +495,8 @@ def _parse(body: bytes) -> Any:
     """One JSON record, or 400 saying what is wrong with the bytes."""
     try:
         record = parse_record(body)
-        json.dumps(record, ensure_ascii=False).encode("utf-8")  # lone surrogates (\ud800) cannot be stored
+        if b"\\u" in body:  # only a \u escape can make a lone surrogate (\ud800), which cannot be stored
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
         return record
     except InputInvalid as exc:
         problem = str(exc)

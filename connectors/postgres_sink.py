@@ -277,6 +277,9 @@ class PostgresSink(Sink):
     def _create_table(self, conn: psycopg.Connection[Any], wanted: dict[str, tuple[str, bool]]) -> None:
         key_type = wanted[self.key_column][0]
         with self._lock, conn.transaction():
+            # CREATE ... IF NOT EXISTS is not safe against a concurrent one (two sinks starting at
+            # once into a new schema: UniqueViolation): sinks creating in one schema take turns.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"citybus-schema:{self._schema_name}",))
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema_name)))
             conn.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} {} PRIMARY KEY)").format(

@@ -5,22 +5,29 @@ and publish -> subscription topic latency at a steady rate.
 (a) raw passthrough, (b) one subscription that does not touch content, (c) one
 subscription with a filter, a field selection and masking, (d) fan-out to 10
 subscriptions (output records/s). Prints one JSON line.
+
+Latency is measured in steady state, after a warm-up; a new Publisher's cold start (its
+producer id) is reported apart. The machine's load average is reported with it: on a
+shared machine the tail follows the load more than anything the bus does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import random
 import statistics
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from ruamel.yaml import YAML
 
 from bus.demo.samples import camera_alarm
@@ -134,58 +141,164 @@ def _routed(topology: Topology, settings: KafkaSettings, count: int) -> tuple[fl
     return count / in_s, out / in_s
 
 
-def _latency(topology: Topology, settings: KafkaSettings, rate: int, seconds: float, seed: int) -> list[float]:
+@dataclass
+class LatencyRun:
+    """Publish -> subscription topic delays (ms, sorted) of the measured records, and the
+    cold start the measurement leaves out."""
+
+    delays_ms: list[float]
+    first_publish_ms: float  # a new Publisher's first acknowledged record
+    first_arrival_ms: float  # the same record, published -> read from the subscription topic
+    load_1m: float  # the machine's 1-minute load average when the measurement ended
+    #: publish -> the broker's acknowledgement (ms, sorted): the publishing part of the delay
+    ack_delays_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        delays = self.delays_ms
+        return {
+            "p50_ms": statistics.median(delays) if delays else float("nan"),
+            "p99_ms": _p99(delays),
+            "max_ms": delays[-1] if delays else float("nan"),
+            "publish_ack_p99_ms": _p99(self.ack_delays_ms),
+            "latency_samples": len(delays),
+            "first_publish_ms": self.first_publish_ms,
+            "first_arrival_ms": self.first_arrival_ms,
+            "load_1m": self.load_1m,
+        }
+
+
+def _p99(sorted_ms: list[float]) -> float:
+    """Nearest-rank 99th percentile of sorted values (NaN for none)."""
+    return sorted_ms[max(0, math.ceil(len(sorted_ms) * 0.99) - 1)] if sorted_ms else float("nan")
+
+
+class _Arrivals:
+    """A read_committed reader of the subscription topic, from its end, on its own thread:
+    the time each ``ce_id`` arrived."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self.times: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._reader = Consumer(consumer_config(settings, group_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
+                                                client_id="bench-lat", max_fetch_wait_ms=5))
+        ends = [self._reader.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in range(PARTITIONS)]
+        self._reader.assign([TopicPartition(topic, p, end) for p, end in enumerate(ends)])
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            msg = self._reader.poll(0.01)
+            if msg is not None and not msg.error():
+                self.times[dict(msg.headers() or [])["ce_id"].decode()] = time.perf_counter()
+
+    def wait_for(self, ce_ids: Iterable[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = [k for k in ce_ids if k not in self.times]
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+            pending = [k for k in pending if k not in self.times]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._reader.close()
+
+
+def _passing_alarm(rng: random.Random) -> dict[str, Any]:
+    """A camera alarm that the latency subscription's filter lets through."""
+    return camera_alarm(rng) | {"severity": "HIGH", "alarm_type": "INTRUSION"}
+
+
+@dataclass
+class _Sent:
+    """When each record (by ``ce_id``) was handed to the Publisher, and when the broker
+    acknowledged it (perf_counter seconds)."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, float] = field(default_factory=dict)
+
+
+def _acknowledged(acked: dict[str, float], ce_id: str) -> Callable[[KafkaError | None, Message], None]:
+    """A delivery callback noting when the broker acknowledged ``ce_id``."""
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            acked[ce_id] = time.perf_counter()
+
+    return on_delivery
+
+
+def _publish_at_rate(publisher: Publisher, rng: random.Random, rate: int, seconds: float) -> _Sent:
+    """Publish camera alarms that pass the benchmark's filter at a steady ``rate``."""
+    sent = _Sent()
+    producer = publisher._producer
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    end = next_at + seconds
+    while next_at < end:
+        now = time.perf_counter()
+        if now < next_at:
+            time.sleep(next_at - now)
+        record = _passing_alarm(rng)
+        t0 = time.perf_counter()
+        prepared = publisher.prepare("camera_alarm", "police", record)
+        sent.at[prepared.ce_id] = t0
+        producer.produce(prepared.topic, key=prepared.key.encode(), value=prepared.value, headers=prepared.headers,
+                         on_delivery=_acknowledged(sent.acked, prepared.ce_id))
+        producer.poll(0)
+        next_at += interval
+    producer.flush(30)
+    return sent
+
+
+def _latency(topology: Topology, settings: KafkaSettings, rate: int, seconds: float, seed: int,
+             warmup_s: float = 1.0) -> LatencyRun:
     """Publish at ``rate`` records/s through the Publisher while the router runs; the
-    latency of each record is subscription-topic arrival minus publish start."""
-    sub_topic = topology.subscriptions[0].topic
+    latency of each record is subscription-topic arrival minus publish start.
+
+    Steady state is measured, as a long-running publisher sees it: the path is warmed up
+    first (one record published and waited for end to end, then ``warmup_s`` at the rate,
+    not counted). A new idempotent producer's first record waits for its producer id:
+    librdkafka retries that request on a 500 ms timer until a broker connection is up, and
+    its first connection (to the bootstrap address) is dropped once the broker's node id is
+    known, so the first ~1 s of records used to wait up to 1 s and fill the p99. That cold
+    start is reported apart (``first_publish_ms``, ``first_arrival_ms``)."""
     router = Router(topology, settings, batch_size=100, environ={"BUS_HASH_MASTER_KEY": "bench"})
     router.prepare()
     stop = threading.Event()
     thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
     thread.start()
-    router.assigned.wait(60)
-    reader = Consumer(consumer_config(settings, group_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
-                                      client_id="bench-lat", max_fetch_wait_ms=5))
-    reader.assign([TopicPartition(sub_topic, p, reader.get_watermark_offsets(TopicPartition(sub_topic, p), 10)[1])
-                   for p in range(PARTITIONS)])
-    sent: dict[str, float] = {}
-    arrived: dict[str, float] = {}
-
-    def read() -> None:
-        while not stop.is_set():
-            msg = reader.poll(0.01)
-            if msg is not None and not msg.error():
-                ce_id = dict(msg.headers())["ce_id"].decode()
-                arrived[ce_id] = time.perf_counter()
-
-    reading = threading.Thread(target=read, daemon=True)
-    reading.start()
+    if not router.assigned.wait(60):
+        raise RuntimeError("the router was not assigned its partitions within 60 s")
+    arrivals = _Arrivals(settings, topology.subscriptions[0].topic)
     rng = random.Random(seed)
-    with Publisher(topology, settings, client_id="bench-latency") as publisher:
-        interval = 1.0 / rate
-        next_at = time.perf_counter()
-        end = next_at + seconds
-        while next_at < end:
-            now = time.perf_counter()
-            if now < next_at:
-                time.sleep(next_at - now)
-            record = camera_alarm(rng) | {"severity": "HIGH", "alarm_type": "INTRUSION"}
+    try:
+        with Publisher(topology, settings, client_id="bench-latency") as publisher:
             t0 = time.perf_counter()
-            prepared = publisher.prepare("camera_alarm", "police", record)
-            sent[prepared.ce_id] = t0
-            publisher._producer.produce(prepared.topic, key=prepared.key.encode(), value=prepared.value,
-                                        headers=prepared.headers)
-            publisher._producer.poll(0)
-            next_at += interval
-        publisher._producer.flush(30)
-    deadline = time.monotonic() + 30
-    while len(arrived) < len(sent) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(60)
-    reading.join(5)
-    reader.close()
-    return sorted((arrived[k] - sent[k]) * 1000 for k in sent if k in arrived)
+            first = publisher.publish("camera_alarm", "police", _passing_alarm(rng))
+            first_publish = time.perf_counter() - t0
+            arrivals.wait_for([first.ce_id], 30)
+            first_arrival = arrivals.times.get(first.ce_id, float("nan")) - t0
+            warm = _publish_at_rate(publisher, rng, rate, warmup_s)
+            sent = _publish_at_rate(publisher, rng, rate, seconds)
+        arrivals.wait_for([*warm.at, *sent.at], 30)
+    finally:
+        stop.set()
+        thread.join(60)
+        arrivals.close()
+    return LatencyRun(
+        delays_ms=_delays(sent.at, arrivals.times),
+        first_publish_ms=first_publish * 1000,
+        first_arrival_ms=first_arrival * 1000,
+        load_1m=os.getloadavg()[0],
+        ack_delays_ms=_delays(sent.at, sent.acked),
+    )
+
+
+def _delays(start: dict[str, float], end: dict[str, float]) -> list[float]:
+    """Milliseconds from ``start`` to ``end`` of every key in both, sorted."""
+    return sorted((end[k] - t) * 1000 for k, t in start.items() if k in end)
 
 
 @contextlib.contextmanager
@@ -232,10 +345,7 @@ def run_route_benchmark(count: int = 20_000, rate: int = 1000, seconds: float = 
             results[f"{name}_ratio"] = results[f"{name}_eps"] / results["raw_eps"]
         say(f"latency at {rate} records/s for {seconds:g} s ...")
         latency_topology = bench_topology(Path(folder), f"bench_latency_{uuid.uuid4().hex[:6]}", [_subscription("latency", "filtered")])
-        latencies = _latency(latency_topology, settings, rate, seconds, seed)
-        results["p50_ms"] = statistics.median(latencies) if latencies else float("nan")
-        results["p99_ms"] = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
-        results["latency_samples"] = len(latencies)
+        results.update(_latency(latency_topology, settings, rate, seconds, seed).summary())
         results["records"] = count
         results["single_record_batches"] = exact_watermarks and settings.embedded
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}

@@ -6,6 +6,7 @@ import typer
 
 from bus.bench.connectors import ConnectorBenchParams, run_connectors_benchmark
 from bus.bench.route import run_route_benchmark
+from bus.bench.soak import SoakParams, run_soak_benchmark
 from bus.cli.app import app
 
 bench_app = typer.Typer(help="Benchmarks: print figures as ratios to a baseline measured in the same run.", no_args_is_help=True)
@@ -56,3 +57,27 @@ def connectors(
         exact_watermarks=exact_watermarks,
     )
     typer.echo(json.dumps(run_connectors_benchmark(params, say=lambda line: typer.echo(line, err=True))))
+
+
+@bench_app.command("soak")
+def soak(
+    rate: int = typer.Option(2000, "--rate", min=1, help="Events/s through the HTTP ingest, all types together."),
+    seconds: float = typer.Option(300.0, "--seconds", min=5, help="How long the load runs."),
+    warmup: float = typer.Option(60.0, "--warmup", min=0, help="Seconds of load before the RSS baseline is taken."),
+    clients: int = typer.Option(2, "--clients", min=1, max=16, help="Processes sending the load."),
+    drain_timeout: float = typer.Option(300.0, "--drain-timeout", min=1, help="Longest wait after the load for "
+                                        "every group to catch up before loss is counted."),
+    batched: bool = typer.Option(False, "--batched", help="Turn off the embedded broker's single-record batches "
+                                 "(faster; lag then reads too low, see BROKER.md). Default: as `bus up` runs."),
+) -> None:
+    """The load-and-soak benchmark: mixed traffic through ingest, router, processors and sinks.
+
+    Starts its own embedded broker and registry (unless BUS_BOOTSTRAP_SERVERS / BUS_REGISTRY_URL
+    are set) and a copy of topology.yaml with local endpoints and throwaway databases. Prints
+    progress every 10 s, the figures, then one JSON line; exit 1 when a target fails."""
+    params = SoakParams(rate=rate, seconds=seconds, warmup_s=warmup, clients=clients, drain_timeout_s=drain_timeout,
+                        exact_watermarks=False if batched else None)
+    result = run_soak_benchmark(params=params, say=lambda line: typer.echo(line, err=True))
+    typer.echo(json.dumps(result))
+    if not result["pass"]:
+        raise typer.Exit(1)

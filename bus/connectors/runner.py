@@ -400,9 +400,11 @@ class ConnectorRunner:
         decoder = Decoder(registry_client(self.settings))
         pool = ThreadPoolExecutor(max_workers=self._parallel, thread_name_prefix=f"bus-sink-{self.name}")
         try:
-            consumer.subscribe([self.topic], on_revoke=self._on_revoke)
             sink.setup()
             sink.mark_ready()
+            if not self._await_topic(consumer):
+                return
+            consumer.subscribe([self.topic], on_revoke=self._on_revoke)
             while not self._stopping.is_set():
                 self._apply_pauses(consumer)
                 messages = consumer.consume(num_messages=sink.max_batch_records, timeout=0.2)
@@ -416,6 +418,28 @@ class ConnectorRunner:
                 sink.close()
             finally:
                 consumer.close()
+
+    def _await_topic(self, consumer: Consumer, every_s: float = 1.0) -> bool:
+        """Wait until the subscription topic exists (the router or `bus apply` creates it):
+        subscribed to a missing topic, the consumer would only notice it at its next metadata
+        refresh, minutes later. False when stopped while waiting."""
+        assert self.topic is not None
+        said = False
+        while not self._stopping.is_set():
+            try:
+                found = consumer.list_topics(self.topic, timeout=self.settings.connect_timeout_s).topics.get(self.topic)
+            except KafkaException:
+                found = None
+            if found is not None and found.error is None and found.partitions:
+                if said:
+                    self._monitor.log.info("subscription topic found", topic=self.topic)
+                return True
+            if not said:
+                self._monitor.log.warning("waiting for the subscription topic (the router creates it, or `bus apply`)",
+                                          topic=self.topic)
+                said = True
+            self._stopping.wait(every_s)
+        return False
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -125,6 +125,9 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             preexec_fn=set_parent_death_signal if self.die_with_parent else None,
             env={**os.environ, "RUST_LOG": os.environ.get("BUS_BROKER_LOG", "warn")},
+            # Its own session: Ctrl-C in a terminal reaches the whole foreground group, and the
+            # broker must outlive the parts that still flush to it; ``stop()`` ends it last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

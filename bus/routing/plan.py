@@ -21,6 +21,7 @@ from bus.schemas.catalog import EventSchema, inline_references
 from bus.topology.models import Subscription, Topology
 
 MASKED_TYPE = ["null", "string"]
+SUBJECT_HEADER = "ce_subject"  # CloudEvents subject = the record key (bus.publish)
 
 
 @dataclass
@@ -52,6 +53,14 @@ class Route:
             return original_key
         value = projected.get(self.key_field)
         return None if value is None else str(value).encode("utf-8")
+
+    def headers_for(self, headers: list[tuple[str, bytes]], key: bytes | None) -> list[tuple[str, bytes]]:
+        """The headers of an output: ``ce_subject`` (the record key, in clear on the canonical
+        topic) as this subscription sees the key, and absent when it does not see it."""
+        if not self.masked_key:
+            return headers
+        out = [(name, value) for name, value in headers if name != SUBJECT_HEADER]
+        return out if key is None else [*out, (SUBJECT_HEADER, key)]
 
 
 def derive_schema(event: EventSchema, selection: list[str], treatments: dict[str, str]) -> dict[str, Any]:
@@ -153,7 +162,8 @@ def build_route(topology: Topology, sub: Subscription, environ: dict[str, str] |
         predicate=compile_filter(sub.filter, event) if sub.filter is not None else always,
         untouched=untouched,
         project=_projector(event, selection, maskers),
-        masked_key=et.key in maskers,
+        # A key masked, dropped or not entitled: the output's key and ce_subject follow the field.
+        masked_key=et.key in maskers or et.key not in selection,
         key_field=et.key,
     )
 

@@ -30,7 +30,7 @@ from bus.connectors.dlq import context_headers
 from bus.connectors.records import RawRecord
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
-from bus.kafka.config import KafkaSettings, consumer_config, producer_config
+from bus.kafka.config import KafkaSettings, consumer_config, producer_config, router_commit_interval_s
 from bus.kafka.consuming import take_batch
 from bus.ops.lag import router_group
 from bus.ops.metrics import BusMonitor
@@ -89,6 +89,11 @@ class Router:
     ``lane`` names a router that serves one subscription with a start point (see
     :mod:`bus.routing.service`): its group is ``bus-router.<lane>`` and, where the group
     has no committed offset yet, it starts at the subscription's ``start``.
+
+    A batch is what has arrived when a record is there, up to ``batch_size``; transactions
+    start at most every ``commit_interval_s`` (default: the profile's, see
+    :func:`bus.kafka.config.router_commit_interval_s`), records arriving in between joining
+    the next batch.
     """
 
     def __init__(
@@ -103,9 +108,12 @@ class Router:
         monitor: BusMonitor | None = None,
         select: Select | None = None,
         lane: str | None = None,
+        commit_interval_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.batch_size = batch_size
+        self.commit_interval_s = router_commit_interval_s(settings) if commit_interval_s is None else commit_interval_s
+        self._last_begin = 0.0  # time.monotonic() when the last transaction started
         self.environ = environ
         self.select = select
         self.lane = lane
@@ -356,7 +364,11 @@ class Router:
 
     def _next_batch(self) -> list[Message]:
         assert self._consumer is not None
-        return [m for m in take_batch(self._consumer, self.batch_size, 0.2) if not self._transport_error(m)]
+        batch = take_batch(self._consumer, self.batch_size, 0.2)
+        wait = self._last_begin + self.commit_interval_s - time.monotonic()
+        if batch and wait > 0 and len(batch) < self.batch_size:
+            batch += self._consumer.consume(self.batch_size - len(batch), wait)
+        return [m for m in batch if not self._transport_error(m)]
 
     def _transport_error(self, msg: Message) -> bool:
         err = msg.error()
@@ -372,6 +384,7 @@ class Router:
         out_before = self.stats.records_out
         producer = self._producer
         timeout = self.settings.connect_timeout_s + 20
+        self._last_begin = started
         producer.begin_transaction()
         try:
             for msg in batch:
@@ -464,7 +477,7 @@ class Router:
             if self._skip and self._skip.get((route.topic, partition), -1) >= offset:
                 self.stats.skipped_on_recovery += 1
                 continue
-            self._produce(route.topic, partition, out_key, out_value, headers)
+            self._produce(route.topic, partition, out_key, out_value, route.headers_for(headers, out_key))
             self.stats.records_out += 1
             route.delivered += 1
 

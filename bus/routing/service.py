@@ -19,6 +19,7 @@ backfill), because moving it between lanes would deliver its history twice.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import fields
 
@@ -34,6 +35,9 @@ from bus.topology.published import TopologyWatcher
 log = structlog.get_logger(__name__)
 
 WATCH_INTERVAL_S = 1.0
+#: A failed router runs again after BACKOFF_MIN_S, doubling to BACKOFF_MAX_S while it keeps
+#: failing; after STABLE_AFTER_S of running the wait starts over.
+BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 15.0, 60.0
 
 
 def _shared(sub: Subscription) -> bool:
@@ -71,6 +75,7 @@ class RoutingService:
         self._lock = threading.Lock()
         self.applied: list[str] = []  # digests of the published topologies served, in order
         self.refused: list[str] = []  # why a published topology was not served
+        self.restarts: dict[str | None, int] = {}  # lane (None: the shared router) -> runs after a failure
 
     def _router(self, topology: Topology, lane: str | None) -> Router:
         select: Callable[[Subscription], bool] = _shared if lane is None else (lambda s: s.name == lane)
@@ -94,9 +99,28 @@ class RoutingService:
     def _start(self, lane: str | None, router: Router) -> None:
         stop = threading.Event()
         name = "bus-router" if lane is None else f"bus-router.{lane}"
-        thread = threading.Thread(target=router.run, args=(stop,), name=name, daemon=True)
+        thread = threading.Thread(target=self._keep_running, args=(router, stop), name=name, daemon=True)
         thread.start()
         self._threads[lane] = (thread, stop)
+
+    def _keep_running(self, router: Router, stop: threading.Event) -> None:
+        """Run a router until stopped; when it fails (a fatal transaction error after the broker
+        was away too long, a fenced producer, a recovery that timed out), run it again after a
+        back-off. Each run starts from the committed transactional offsets, so a restart
+        neither loses nor repeats a record, and the other routers never notice."""
+        delay = BACKOFF_MIN_S
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                router.run(stop)
+                return
+            except Exception as exc:  # noqa: BLE001 (any failure: the router must come back)
+                self.restarts[router.lane] = self.restarts.get(router.lane, 0) + 1
+                delay = BACKOFF_MIN_S if time.monotonic() - started > STABLE_AFTER_S else min(BACKOFF_MAX_S, delay * 2)
+                log.error("router failed; starting it again", group=router.group, error=str(exc),
+                          error_type=type(exc).__name__, in_s=delay, restarts=self.restarts[router.lane])
+            if stop.wait(delay):
+                return
 
     def wait_assigned(self, timeout_s: float) -> bool:
         """True once every router was given its partitions."""

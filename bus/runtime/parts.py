@@ -2,17 +2,16 @@
 this process) and the stateful processors (a child process: faust owns its event loop
 and signal handlers, which do not share a process with the rest of the bus).
 
-A part that cannot start (a connector whose secret is not set, a processor that exits)
-is reported and left out; the rest of the bus keeps serving, and `bus connector status`
-and the ops endpoints show what is missing.
+A connector that cannot start (its secret is not set) is reported and left out; the rest
+of the bus keeps serving, and `bus connector status` and the ops endpoints show what is
+missing. The processors' process is supervised: when it dies it is started again after a
+short back-off (:mod:`bus.runtime.supervisor`), and the status line says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from pathlib import Path
 
 from bus.connectors.runner import ConnectorRunner
 from bus.errors import BusError
-from bus.kafka.broker import set_parent_death_signal
 from bus.kafka.config import KafkaSettings
 from bus.ops.metrics import BusMonitor
+from bus.runtime.supervisor import PartSpec, Supervisor, bus_command, child_environ
 from bus.topology.models import Topology
 
 Say = Callable[[str], None]
@@ -78,14 +77,22 @@ def running_connectors(
 
 @dataclass
 class Processors:
-    """The processors' child process and its log file."""
+    """The processors' child process (supervised: started again when it dies) and its log."""
 
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    supervisor: Supervisor
+
+    NAME = "processors"
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.supervisor.alive(self.NAME)
+
+    @property
+    def log_path(self) -> Path:
+        return self.supervisor.log_path(self.NAME)
+
+    def describe(self) -> str:
+        return self.supervisor.describe(self.NAME)
 
     def tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -96,26 +103,14 @@ class Processors:
 def running_processors(
     topology_path: Path, settings: KafkaSettings, say: Say, *, log_dir: Path | None = None
 ) -> Iterator[Processors]:
-    """``bus process`` as a child process on the same broker and registry; it dies with us."""
+    """``bus process`` as a supervised child process on the same broker and registry; it is
+    started again when it dies, and dies with us."""
     folder = log_dir or Path(tempfile.gettempdir())
-    log_path = folder / f"bus-processors-{os.getpid()}.log"
-    env = {**os.environ, **settings.to_environ(), "BUS_LOG_LEVEL": os.environ.get("BUS_LOG_LEVEL", "INFO")}
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bus", "process", "--topology", str(topology_path)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=set_parent_death_signal,
-        )
-    processors = Processors(process, log_path)
-    say(f"processors: started (pid {process.pid}; log {log_path})")
-    try:
+    env = child_environ({**settings.to_environ(), "BUS_LOG_LEVEL": os.environ.get("BUS_LOG_LEVEL", "INFO")})
+    spec = PartSpec(Processors.NAME, bus_command("process", "--topology", str(topology_path)), env,
+                    folder / f"bus-processors-{os.getpid()}.log")
+    with Supervisor([spec], say=say) as supervisor:
+        processors = Processors(supervisor)
+        say(f"processors: started (pid {supervisor.pid(Processors.NAME)}; log {spec.log_path}); "
+            "restarted if they die")
         yield processors
-    finally:
-        if processors.alive:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-

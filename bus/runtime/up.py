@@ -64,6 +64,8 @@ class RunningCity:
             parts.append(f"{shared.records_in} routed in" + (f" (+{lanes} read by backfill lanes)" if lanes else "")
                          + f", {stats.records_out} out")
             counts["dead_lettered"] += stats.dead_letters
+            if self.router.restarts:
+                parts[-1] += f" (router restarted {sum(self.router.restarts.values())} times after failures)"
         parts.append(f"{counts['delivered']} delivered, {counts['dead_lettered']} dead letters")
         if self.provider is not None:
             lagging = [s for s in self.provider.state().streams if s.lag]
@@ -74,8 +76,7 @@ class RunningCity:
             up = sum(1 for state in states.values() if state == "running")
             parts.append(f"connectors {up}/{len(states)} running")
         if self.processors is not None:
-            parts.append("processors " + ("running" if self.processors.alive else
-                                          f"EXITED ({self.processors.process.returncode}, see {self.processors.log_path})"))
+            parts.append("processors " + self.processors.describe())
         return "status: " + ", ".join(parts[:2]) + "; " + "; ".join(parts[2:])
 
 

@@ -103,7 +103,8 @@ class SchemaCatalog:
 
     def __init__(self, root: Path, events: dict[str, EventSchema], errors: list[SchemaFileError]) -> None:
         self.root = root
-        self._events = events
+        self._events = events  # never changed after loading
+        self._by_path: dict[str, EventSchema | None] = {}
         #: Files that could not be loaded (only with ``strict=False``; else the first is raised).
         self.errors = errors
 
@@ -139,9 +140,13 @@ class SchemaCatalog:
         return cls(root, events, errors)
 
     def by_path(self, relative: str | Path) -> EventSchema | None:
-        """The event schema loaded from ``root/relative``, or None."""
-        target = (self.root / relative).resolve()
-        return next((e for e in self._events.values() if e.path.resolve() == target), None)
+        """The event schema loaded from ``root/relative``, or None. (Publishing asks once per
+        record: paths are resolved, which costs system calls, once per path.)"""
+        key = str(relative)
+        if key not in self._by_path:
+            target = (self.root / relative).resolve()
+            self._by_path[key] = next((e for e in self._events.values() if e.path.resolve() == target), None)
+        return self._by_path[key]
 
     @property
     def event_types(self) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import uuid
 from typing import Any
 
@@ -212,6 +213,8 @@ def _primitive(kind: str, value: Any) -> Any:
     if kind in ("float", "double"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected a number, got {_kind(value)}")
+        if not math.isfinite(value):  # JSON parsers accept NaN and Infinity; no consumer can use them
+            raise _Invalid(f"{value} is not a finite number: send a number, or null where the field allows it")
         return float(value)
     if kind == "string":
         if isinstance(value, str):

@@ -67,7 +67,7 @@ from tests.connectors.support import (
     text_headers,
     wait_until,
 )
-from tests.connectors.test_postgres_source import CREATE, TABLE, insert, person
+from tests.connectors.population_table import CREATE, TABLE, insert, person
 from tests.fixtures.city import City
 
 #: Types other engineers are writing: their harnesses are still to come.
@@ -445,7 +445,7 @@ class RestPollerHarness(SourceHarness):
 
 
 class PostgresSourceHarness(SourceHarness):
-    """The population base's change table of ``test_postgres_source.py`` in a database of
+    """The population base's change table (``population_table.py``) in a database of
     the test; rows wait there while the source is down. A bad input is a row whose
     change_type is no value of the schema's enum."""
 

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bus.connectors.signing import verify
+from bus.demo.simulators.base import JsonHandler, QuietHTTPServer
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
 from bus.publish import Publisher
 from bus.topology.models import Topology
@@ -42,8 +42,10 @@ def install_entry_points(folder: Path) -> Path:
     return folder
 
 
-def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "the condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "the condition", *, every_s: float = 0.02
+) -> Any:
+    """Poll ``condition`` every ``every_s`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -51,7 +53,7 @@ def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every_s)
 
 
 # -- an endpoint --------------------------------------------------------------------------
@@ -77,6 +79,9 @@ class Endpoint:
 
     ``answer(receipt_number, headers, body) -> status`` decides (200 by default);
     ``gate`` set to a cleared Event holds every request from ``hold_after`` on until set.
+    ``port``: 0 picks a free one. ``go_down()`` refuses new connections and drops kept-alive
+    ones without an answer (a server that died); ``come_back()`` serves again on the same
+    port, keeping what it received.
     """
 
     hmac_key: str
@@ -84,8 +89,10 @@ class Endpoint:
     hold_after: int | None = None
     gate: threading.Event = field(default_factory=threading.Event)
     receipts: list[Receipt] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
+    server: QuietHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+    down: bool = False
 
     @property
     def url(self) -> str:
@@ -96,10 +103,11 @@ class Endpoint:
     def start(self) -> "Endpoint":
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                if endpoint.down:  # a dead server: the connection drops, nothing is answered
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -112,18 +120,10 @@ class Endpoint:
                 status = endpoint.answer(number, headers, body) if len(body) == length else 400
                 with endpoint.lock:
                     endpoint.receipts.append(Receipt(headers, body, status))
-                payload = b'{"ok": true}' if status < 300 else b'{"error": "refused by the test endpoint"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(status, b'{"ok": true}' if status < 300 else b'{"error": "refused by the test endpoint"}')
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
@@ -132,6 +132,17 @@ class Endpoint:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+    def go_down(self) -> None:
+        self.down = True
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def come_back(self) -> None:
+        self.down = False
+        self.start()
 
     def snapshot(self) -> list[Receipt]:
         with self.lock:

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bus.connectors import ConnectorRunner
-from bus.connectors.signing import sign
+from bus.connectors.signing import sign, sign_request
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.kafka.broker import EmbeddedBroker
@@ -104,7 +104,7 @@ def test_a_signed_json_lines_batch_is_published_whole(start_ingest: Callable[...
     records = [GENERATORS["camera_status"](random.Random(i)) for i in range(5)]
     payload = b"\n".join(body(r) for r in records) + b"\n"
     answer = ingest.post("camera_status", payload, batch=True, auth=False,
-                         headers={"X-Bus-Signature-256": sign(ingest.hmac_key, payload)})
+                         headers=sign_request(ingest.hmac_key, payload))
     assert answer.status_code == 202, answer.text
     assert answer.json()["accepted"] == 5
     traced = [GENERATORS["camera_status"](random.Random(10 + i)) for i in range(2)]

@@ -204,3 +204,28 @@ def test_a_sink_stopped_mid_stream_resumes_from_its_committed_offsets_without_lo
     wait_until(lambda: endpoint.accepted_keys() >= {p.ce_id for p in produced}, 30, "the rest after the restart")
     assert first_deliveries(endpoint) == per_key_order(produced)
     wait_until(lambda: sum(committed(connector_city.settings, second.group_id, topic, 2)) == 40, 10, "commits")
+
+
+def test_a_sink_started_before_its_topic_exists_delivers_once_the_topic_is_created(
+    connector_city: City, unique_name: Callable[[str], str], make_endpoint: Callable[..., Endpoint],
+    sink_runner: Callable[..., ConnectorRunner],
+) -> None:
+    from structlog.testing import capture_logs
+
+    from bus.kafka.admin import TopicSpec, delete_topics, ensure_topics
+
+    topic = unique_name("sub-not-yet")
+    endpoint = make_endpoint(hmac_key=HMAC_KEY)
+    with capture_logs() as logs:
+        runner = sink_runner(endpoint, topic).start()  # as a supervisor may start it: before the router
+        wait_until(lambda: any(e["event"].startswith("waiting for the subscription topic") for e in logs), 30,
+                   "the sink to say what it waits for")
+    try:
+        ensure_topics(connector_city.settings, [TopicSpec(topic, 2)])
+        produced = produce_wire_records(connector_city.settings, connector_city.topology, topic, alarms(6))
+        # Without the wait, the consumer would learn of the topic at its next metadata refresh (5 min).
+        wait_until(lambda: endpoint.accepted_keys() >= {p.ce_id for p in produced}, 30, "every record delivered")
+        assert runner.state == "running"
+    finally:
+        runner.stop()
+        delete_topics(connector_city.settings, [topic])

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -44,11 +45,22 @@ def _env(city: City) -> dict[str, str]:
     return env
 
 
+def _log(city: City) -> Path:
+    return city.path.parent / "router.log"
+
+
 def _start_router(city: City) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bus", "route", "-t", str(city.path), "--batch-size", "25"],
-        env=_env(city), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    """``bus route`` in a child process; its output goes to a file (a pipe nobody reads
+    would block the router once full)."""
+    with _log(city).open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bus", "route", "-t", str(city.path), "--batch-size", "25"],
+            env=_env(city), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+def _log_tail(city: City, lines: int = 40) -> str:
+    return "\n".join(_log(city).read_text(errors="replace").splitlines()[-lines:])
 
 
 def _router_groups(city: City) -> dict[str, list]:
@@ -83,7 +95,7 @@ def _lag(city: City) -> int:
     return _progress(city)[1]
 
 
-@pytest.mark.timeout(600)  # ten restarts of four routers (the shared one and three backfill lanes)
+@pytest.mark.timeout(900)  # ten restarts of four routers (the shared one and three backfill lanes), then a catch-up
 def test_router_killed_ten_times_delivers_every_record_exactly_once(city: City) -> None:
     rng = random.Random(1947)
     stop_publishing = threading.Event()
@@ -107,8 +119,8 @@ def test_router_killed_ten_times_delivers_every_record_exactly_once(city: City) 
             router = _start_router(city)
             deadline = time.monotonic() + 60
             while _progress(city)[0] <= before:  # routing (a transaction committed) ...
-                assert router.poll() is None, router.stderr.read().decode()[-3000:] if router.stderr else ""
-                assert time.monotonic() < deadline, "the router committed nothing within 60 s"
+                assert router.poll() is None, _log_tail(city)
+                assert time.monotonic() < deadline, f"the router committed nothing within 60 s:\n{_log_tail(city)}"
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.0, 1.5))  # ... then killed at a random point of its work
             router.send_signal(signal.SIGKILL)
@@ -120,10 +132,10 @@ def test_router_killed_ten_times_delivers_every_record_exactly_once(city: City) 
 
     final = _start_router(city)
     try:
-        deadline = time.monotonic() + 180
-        while _lag(city) > 0:
-            assert final.poll() is None, final.stderr.read().decode()[-3000:] if final.stderr else ""
-            assert time.monotonic() < deadline, "the restarted router did not catch up"
+        deadline = time.monotonic() + 300  # a loaded CI machine: two brokers, two suites' worth of clients
+        while (lag := _lag(city)) > 0:
+            assert final.poll() is None, _log_tail(city)
+            assert time.monotonic() < deadline, f"the restarted router did not catch up ({lag} behind):\n{_log_tail(city)}"
             time.sleep(0.5)
     finally:
         final.terminate()

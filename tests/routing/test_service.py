@@ -174,3 +174,33 @@ def test_a_bundle_loads_from_its_own_copy_of_the_schemas(cities: Cities) -> None
     evil = Bundle(bundle.yaml, "schemas", {"../../escape.avsc": "{}"})
     with pytest.raises(Exception, match="outside its folder"):
         evil.load()
+
+
+def test_a_failed_router_runs_again_by_itself_with_nothing_lost_or_repeated(
+    cities: Cities, registry_settings: KafkaSettings,
+) -> None:
+    """A router that fails mid-transaction (as after a fenced producer or a broker away for
+    too long) is run again by the service: its open transaction is aborted, and the
+    subscription still holds every record once, in order."""
+    from bus.routing.exceptions import RoutingError
+
+    settings = registry_settings
+    topology = cities.write([_sub("mirror")])
+    published = _publish(topology, settings, 30, seed=6)
+    topic = topology.subscription("mirror").topic
+    service = RoutingService(topology, settings, environ=ENV, watch=False, batch_size=10)
+    router = service.routers[None]
+    route_one, calls = router._route_one, [0]
+
+    def failing_once(msg) -> None:  # noqa: ANN001
+        calls[0] += 1
+        if calls[0] == 15:  # the second transaction has written 4 outputs, uncommitted
+            raise RoutingError("injected: this router's producer was fenced")
+        route_one(msg)
+
+    router._route_one = failing_once  # type: ignore[method-assign]
+    with service:
+        wait_until(lambda: service.restarts.get(None) == 1, what="the failure")
+        wait_until(lambda: len(set(_ids(settings, topic))) == 30, what="every record routed after the restart")
+    assert service.restarts == {None: 1}
+    _holds(settings, topic, published)

@@ -49,6 +49,9 @@ BAD = [
      "location.district", "is not one of CHANCHENG"),
     ("nested missing", alarm(location={"latitude": 23.0}), "location.longitude", "required field is missing"),
     ("object where a string goes", alarm(description={"text": "x"}), "description", "expected a string"),
+    ("NaN for a number", alarm(confidence=float("nan")), "confidence", "nan is not a finite number"),
+    ("Infinity for a number", alarm(location={"latitude": float("inf"), "longitude": 113.1, "district": "NANHAI"}),
+     "location.latitude", "inf is not a finite number"),
 ]
 
 

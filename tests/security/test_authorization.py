@@ -16,6 +16,7 @@ import hmac
 import http.client
 import json
 import random
+import time
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from bus.connectors.signing import sign
+from bus.connectors.signing import sign, sign_request, timestamped
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.kafka.admin import admin
@@ -71,7 +72,7 @@ def test_the_police_cannot_publish_city_cases_and_the_attempt_is_audited(
 ) -> None:
     ingest = start_ingest()
     payload = json.dumps(CASE).encode() + (b"\n" + json.dumps(CASE).encode() if batch else b"")
-    headers = {"X-Bus-Signature-256": sign(ingest.hmac_key, payload)} if credential == "hmac" else {}
+    headers = sign_request(ingest.hmac_key, payload) if credential == "hmac" else {}
     with capture_logs() as logs:
         answer = ingest.post("city_case", payload, batch=batch, auth=credential == "bearer", headers=headers)
     assert answer.status_code == 403, answer.text
@@ -155,7 +156,8 @@ def test_bearer_token_variants(start_ingest: Callable[..., Ingest]) -> None:
 def test_hmac_signature_variants(start_ingest: Callable[..., Ingest]) -> None:
     ingest = start_ingest()
     body = record("camera_status", 2)
-    good = sign(ingest.hmac_key, body)
+    stamp = str(int(time.time()))
+    good = sign(ingest.hmac_key, timestamped(stamp, body))
     digest = good.removeprefix("sha256=")
     accepted: dict[str, str | bytes] = {
         "sha256=<hex>": good,
@@ -167,28 +169,68 @@ def test_hmac_signature_variants(start_ingest: Callable[..., Ingest]) -> None:
         "prefix only": "sha256=",
         "truncated": good[:-2],
         "one more digit": good + "0",
-        "another body's signature": sign(ingest.hmac_key, body + b" "),
-        "signed with the token": sign(ingest.token, body),
-        "signed with an empty key": sign(b"", body),
+        "another body's signature": sign(ingest.hmac_key, timestamped(stamp, body + b" ")),
+        "the body alone signed (no timestamp in it)": sign(ingest.hmac_key, body),
+        "signed with the token": sign(ingest.token, timestamped(stamp, body)),
+        "signed with an empty key": sign(b"", timestamped(stamp, body)),
         "sha1 label": "sha1=" + digest,
         "sha512 of the body with the key":
-            "sha256=" + hmac.new(ingest.hmac_key.encode(), body, hashlib.sha512).hexdigest(),
+            "sha256=" + hmac.new(ingest.hmac_key.encode(), timestamped(stamp, body), hashlib.sha512).hexdigest(),
         "not ASCII": b"sha256=" + digest[:-1].encode() + b"\xe9",
         "two signatures": f"{good},{good}",
     }
     for name, value in accepted.items():
-        answer = ingest.post("camera_status", body, auth=False, headers={"X-Bus-Signature-256": value})
+        answer = ingest.post("camera_status", body, auth=False, headers={"X-Bus-Signature-256": value,
+                                                                         "X-Bus-Timestamp": stamp})
         assert answer.status_code == 202, f"{name}: {answer.text}"
     for name, value in refused.items():
-        answer = ingest.post("camera_status", body, auth=False, headers={"X-Bus-Signature-256": value})
+        answer = ingest.post("camera_status", body, auth=False, headers={"X-Bus-Signature-256": value,
+                                                                         "X-Bus-Timestamp": stamp})
         assert answer.status_code == 401, f"{name}: {answer.status_code} {answer.text}"
     # The body changed after signing (one byte): refused.
     tampered = body.replace(b'"', b"'", 1) if body.count(b'"') else body + b" "
     assert ingest.post("camera_status", tampered, auth=False,
-                       headers={"X-Bus-Signature-256": good}).status_code == 401
+                       headers={"X-Bus-Signature-256": good, "X-Bus-Timestamp": stamp}).status_code == 401
     # A wrong bearer token is not rescued by a good signature: a presented token is checked.
     assert ingest.post("camera_status", body, auth=False,
-                       headers={"Authorization": "Bearer wrong", "X-Bus-Signature-256": good}).status_code == 401
+                       headers={"Authorization": "Bearer wrong", "X-Bus-Signature-256": good,
+                                "X-Bus-Timestamp": stamp}).status_code == 401
+
+
+def test_a_captured_signed_request_cannot_be_replayed_later(
+    start_ingest: Callable[..., Ingest], security_city: City,
+) -> None:
+    """The signature covers the timestamp; a timestamp outside the window is refused, so a
+    request captured on the wire is worth nothing after 5 minutes (and a sender whose clock is
+    wrong is told so)."""
+    ingest = start_ingest()
+    body = record("camera_status", 4)
+    now = time.time()
+    cases = {
+        "captured 10 minutes ago": sign_request(ingest.hmac_key, body, now=now - 600),
+        "stamped 10 minutes ahead": sign_request(ingest.hmac_key, body, now=now + 600),
+        "no timestamp": {"X-Bus-Signature-256": sign_request(ingest.hmac_key, body)["X-Bus-Signature-256"]},
+        "a newer timestamp on an old signature": {**sign_request(ingest.hmac_key, body, now=now - 600),
+                                                  "X-Bus-Timestamp": str(int(now))},
+        "not a number": {"X-Bus-Timestamp": "yesterday",
+                         "X-Bus-Signature-256": sign(ingest.hmac_key, timestamped("yesterday", body))},
+    }
+    with capture_logs() as logs:
+        for name, headers in cases.items():
+            answer = ingest.post("camera_status", body, auth=False, headers=headers)
+            assert answer.status_code == 401, f"{name}: {answer.status_code} {answer.text}"
+    reasons = [line["reason"] for line in audit_lines(logs, "ingest unauthenticated")]
+    assert sum("check the sender's clock" in r for r in reasons) == 2 and "bad signature" in reasons, reasons
+    assert ingest.post("camera_status", body, auth=False, headers=sign_request(ingest.hmac_key, body)).status_code == 202
+    assert len(topic_records(security_city, "camera_status")) == 1  # the refused ones published nothing
+
+
+def test_signatures_of_the_body_alone_only_when_configured(start_ingest: Callable[..., Ingest]) -> None:
+    """``signature_max_age_s: 0`` is for a sender that cannot add a timestamp (replayable)."""
+    ingest = start_ingest(auth={"hmac_key": "env:SECURITY_INGEST_HMAC_KEY", "signature_max_age_s": 0})
+    body = record("camera_status", 5)
+    assert ingest.post("camera_status", body, auth=False,
+                       headers={"X-Bus-Signature-256": sign(ingest.hmac_key, body)}).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -207,7 +249,7 @@ def test_a_connector_takes_only_the_credentials_it_is_configured_with(
         if credential == "bearer":
             return ingest.post("camera_status", body).status_code
         return ingest.post("camera_status", body, auth=False,
-                           headers={"X-Bus-Signature-256": sign(ingest.hmac_key, body)}).status_code
+                           headers=sign_request(ingest.hmac_key, body)).status_code
 
     assert send(accepted_credential) == 202
     assert send(refused_credential) == 401

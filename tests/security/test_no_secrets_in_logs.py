@@ -41,7 +41,7 @@ from pydantic import SecretStr
 
 from bus.connectors import ConnectorRunner
 from bus.connectors.exceptions import ConnectorError
-from bus.connectors.signing import sign
+from bus.connectors.signing import sign, sign_request
 from bus.demo.samples import GENERATORS
 from bus.kafka.broker import free_port
 from bus.kafka.config import producer_config
@@ -207,7 +207,7 @@ def test_a_slice_of_the_bus_logs_no_secret(
             url = ingest.instance.url  # type: ignore[union-attr]
             token, key = city_secrets["SKYNET_INGEST_TOKEN"], city_secrets["SKYNET_INGEST_HMAC_KEY"]
             alarm = json.dumps(GENERATORS["camera_alarm"](random.Random(1))).encode()
-            signed = {"X-Bus-Signature-256": sign(key, alarm)}
+            signed = sign_request(key, alarm)
             answers = [
                 httpx.post(f"{url}/camera_alarm", content=alarm, headers={"Authorization": f"Bearer {token}"}),
                 httpx.post(f"{url}/camera_alarm", content=alarm, headers={"Authorization": f"Bearer {token}x"}),

@@ -1,14 +1,12 @@
 """The live page against the real broker, rendered by a real headless Chromium; its JSON;
 its token rule; the dead-letter count; the last hour of lag.
 
-The Chromium test saves a screenshot to ``tests/artifacts/page.png`` (and to
-``docs/page.png`` when ``BUS_SAVE_SCREENSHOT=1``)."""
+The Chromium test saves a screenshot to ``tests/artifacts/page.png`` (the README's
+``docs/page.png`` comes from ``bus up --demo`` through ``ops/screenshot``)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -301,9 +299,6 @@ def test_chromium_renders_graph_lag_dead_letters_connectors_cameras(
     header = shot.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (1400, 2600)
-    if os.environ.get("BUS_SAVE_SCREENSHOT") == "1":
-        (REPO / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(shot, REPO / "docs" / "page.png")
 
 
 def test_without_any_data_the_page_says_so(city: City, tmp_path: Path) -> None:

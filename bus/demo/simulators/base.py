@@ -12,9 +12,11 @@ import collections
 import datetime as dt
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 import structlog
@@ -22,6 +24,35 @@ import structlog
 CHINA = dt.timezone(dt.timedelta(hours=8))
 
 log = structlog.get_logger("bus.demo.simulators")
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A departments' system on loopback: a client that hung up (a connector stopping, a
+    connection dropped) is normal here and not worth a traceback on the terminal."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A request handler of a departments' system: HTTP/1.1, JSON answers, no access log."""
+
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def now_iso() -> str:

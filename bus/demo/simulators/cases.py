@@ -24,12 +24,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from bus.demo.samples import DISTRICTS, STREETS, city_case
-from bus.demo.simulators.base import CHINA, Pacer, Simulator
+from bus.demo.simulators.base import CHINA, JsonHandler, Pacer, QuietHTTPServer, Simulator
 from bus.demo.simulators.exceptions import SimulatorError
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -92,7 +91,7 @@ class CaseSystem(Simulator):
         self._cases: dict[str, dict[str, Any]] = {}  # case id -> its latest version
         self._steps: list[tuple[float, int, str]] = []  # (due, seq, case id): the next step of a case
         self._seq = itertools.count()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
         self._serving: threading.Thread | None = None
 
     @property
@@ -104,29 +103,17 @@ class CaseSystem(Simulator):
     def open(self) -> None:
         system = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
+        class Handler(JsonHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 status, body = system.answer(self.path, self.headers.get("Authorization"))
-                payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                if status == 401:
-                    self.send_header("WWW-Authenticate", 'Bearer realm="chengguan"')
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                challenge = {"WWW-Authenticate": 'Bearer realm="chengguan"'} if status == 401 else None
+                self.reply(status, json.dumps(body, ensure_ascii=False).encode("utf-8"), challenge)
 
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+            self._server = QuietHTTPServer((self.host, self.port), Handler)
         except OSError as exc:
             raise SimulatorError(f"the case system cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; "
                                  "choose another port (0: any free one)") from None
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._serving = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                          name="bus-demo-case-system-http", daemon=True)

@@ -18,12 +18,11 @@ import datetime as dt
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from bus.connectors.signing import SIGNATURE_HEADER, verify
-from bus.demo.simulators.base import Simulator
+from bus.demo.simulators.base import JsonHandler, QuietHTTPServer, Simulator
 from bus.demo.simulators.exceptions import SimulatorError
 
 PREFIX = "/hooks/"
@@ -65,7 +64,7 @@ class DepartmentEndpoints(Simulator):
         self.keep_records = keep_records
         self.endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
         self._serving: threading.Thread | None = None
 
     def add(self, name: str, department: str, hmac_key: str) -> str:
@@ -79,28 +78,17 @@ class DepartmentEndpoints(Simulator):
     def open(self) -> None:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
+        class Handler(JsonHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = receiver.receive(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                payload = json.dumps(answer).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.reply(status, json.dumps(answer).encode("utf-8"))
 
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+            self._server = QuietHTTPServer((self.host, self.port), Handler)
         except OSError as exc:
             raise SimulatorError(f"the department endpoints cannot listen on {self.host}:{self.port}: "
                                  f"{exc.strerror or exc}; choose another port (0: any free one)") from None
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._serving = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                          name="bus-demo-endpoints-http", daemon=True)
