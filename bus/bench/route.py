@@ -93,13 +93,13 @@ def _load_records(topology: Topology, settings: KafkaSettings, count: int, seed:
         raise RuntimeError(f"benchmark records rejected: {summary.rejected[:3]}")
 
 
-def _raw_passthrough(settings: KafkaSettings, source: str, count: int) -> float:
+def _raw_passthrough(settings: KafkaSettings, source: str, count: int, partitions: int = PARTITIONS) -> float:
     """(a): consume -> produce, no decoding, no transactions. Records/s."""
     sink = f"{source}.raw-{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings, [TopicSpec(sink, PARTITIONS)])
+    ensure_topics(settings, [TopicSpec(sink, partitions)])
     consumer = Consumer(consumer_config(settings, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}", client_id="bench-raw"))
     producer = Producer(producer_config(settings, client_id="bench-raw"))
-    consumer.assign([TopicPartition(source, p, 0) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(source, p, 0) for p in range(partitions)])
     done = 0
     started = None
     while done < count:

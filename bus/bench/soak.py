@@ -67,7 +67,16 @@ from bus.demo.simulators.databases import DEFAULT_ADMIN_DSN, DemoDatabases
 from bus.demo.simulators.endpoints import DepartmentEndpoints
 from bus.demo.simulators.fleet import FAULT_REASONS, CameraFleet
 from bus.kafka.config import KafkaSettings, consumer_config
-from bus.ops.lag import Directory, GroupSelection, LagMonitor, LagOptions, OffsetReader, bus_groups, router_group
+from bus.ops.lag import (
+    Directory,
+    GroupSelection,
+    LagMonitor,
+    LagOptions,
+    OffsetReader,
+    TimeLagMethod,
+    bus_groups,
+    router_group,
+)
 from bus.processors.app import app_id
 from bus.processors.storms import StormConfig, event_time_ms
 from bus.registry.client import registry_client
@@ -107,6 +116,11 @@ class SoakParams:
     postgres_dsn: str = DEFAULT_ADMIN_DSN
     #: None: as `bus up` runs (the embedded profile's single-record batches); False: batched.
     exact_watermarks: bool | None = None
+    #: How a sample's time lag is taken (``LagOptions.time_lag``): "record", the first
+    #: unconsumed record's own timestamp (exact; one small read per lagging partition), or
+    #: "table", interpolated in the offset-time table (no reads; its resolution is the
+    #: sample interval, above the 2 s target at a 2.5 s interval).
+    time_lag: TimeLagMethod = "record"
 
 
 def run_soak_benchmark(
@@ -148,14 +162,15 @@ class _Plan:
     topology: Topology | None = None
 
 
-def _shipped() -> dict[str, Any]:
+def shipped_topology() -> dict[str, Any]:
+    """The shipped ``topology.yaml`` as a document, to copy and change."""
     with (ROOT / "topology.yaml").open() as handle:
         return YAML(typ="safe").load(handle)
 
 
 def _webhook_sinks() -> dict[str, str]:
     """Webhook sink name -> department, of the shipped topology."""
-    return {c["name"]: c["department"] for c in _shipped().get("connectors", []) if c["type"] == "http_webhook_sink"}
+    return {c["name"]: c["department"] for c in shipped_topology().get("connectors", []) if c["type"] == "http_webhook_sink"}
 
 
 def _secret(folder: Path, name: str, value: str) -> str:
@@ -167,7 +182,7 @@ def _secret(folder: Path, name: str, value: str) -> str:
 
 def _write_topology(folder: Path, namespace: str, urls: dict[str, tuple[str, str]], databases: DemoDatabases) -> _Plan:
     """The shipped topology with the soak's namespace and connectors (see the module docstring)."""
-    doc = _shipped()
+    doc = shipped_topology()
     doc["namespace"] = namespace
     doc["schemas_dir"] = str(ROOT / "schemas")
     plan = _Plan(folder / "topology.yaml", {}, {}, {})
@@ -336,16 +351,17 @@ class _LoadResult:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))  # cases, changes
 
 
-class _Traffic:
-    """Records of each type as the departments' systems send them."""
+class Traffic:
+    """Records of each type as the departments' systems send them (``index``: which of
+    several senders; each makes its own records of the same fleet)."""
 
-    def __init__(self, spec: _LoadSpec) -> None:
-        self.rng = random.Random(spec.seed + spec.index)
-        self.fleet = CameraFleet(spec.cameras, seed=spec.seed)
-        self.platform = CameraPlatform("http://unused", "", self.fleet, seed=spec.seed + 3 + spec.index)
-        self._next_camera = spec.index
+    def __init__(self, index: int = 0, seed: int = 2026, cameras: int = 6400) -> None:
+        self.rng = random.Random(seed + index)
+        self.fleet = CameraFleet(cameras, seed=seed)
+        self.platform = CameraPlatform("http://unused", "", self.fleet, seed=seed + 3 + index)
+        self._next_camera = index
         self._people = 0
-        self._index = spec.index
+        self._index = index
 
     def make(self, event_type: str) -> dict[str, Any]:
         if event_type == "camera_alarm":
@@ -372,14 +388,14 @@ class _Traffic:
 
 
 def _load_process(spec: _LoadSpec, accepted: Any, ready: Any, go: Any, conn: Any) -> None:
-    traffic = _Traffic(spec)
+    traffic = Traffic(spec.index, spec.seed, spec.cameras)
     ready.release()
     go.wait()
     result = asyncio.run(_push(spec, traffic, accepted))
     conn.send(result)
 
 
-async def _push(spec: _LoadSpec, traffic: _Traffic, accepted: Any) -> _LoadResult:
+async def _push(spec: _LoadSpec, traffic: Traffic, accepted: Any) -> _LoadResult:
     result = _LoadResult()
     end = time.monotonic() + spec.seconds
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=len(spec.rates) + 2)) as client:
@@ -387,7 +403,7 @@ async def _push(spec: _LoadSpec, traffic: _Traffic, accepted: Any) -> _LoadResul
     return result
 
 
-async def _stream(client: httpx.AsyncClient, spec: _LoadSpec, traffic: _Traffic, result: _LoadResult,
+async def _stream(client: httpx.AsyncClient, spec: _LoadSpec, traffic: Traffic, result: _LoadResult,
                   accepted: Any, event_type: str, end: float) -> None:
     """One event type at its rate, batches in order (a sender waits for each answer)."""
     pacer = Pacer(spec.rates[event_type])
@@ -522,7 +538,7 @@ class _Soak:
         selection = GroupSelection(tuple(self.groups), strict=False)
         self.lag = LagMonitor(OffsetReader(city.settings, timeout_s=10.0), selection,
                               Directory(self.topology),
-                              options=LagOptions(interval_s=params.sample_s))
+                              options=LagOptions(interval_s=params.sample_s, time_lag=params.time_lag))
         self.samples = _Samples()
         self.started = 0.0
 
@@ -574,10 +590,10 @@ class _Soak:
                 "broker": rss_mb(broker.pid if broker else None)}
 
     def _sample(self) -> None:
-        """RSS of the bus processes, and every group's time lag, interpolated in the offset-time
-        table as kafka-lag-exporter does (cheap: no records read, so measuring does not slow
-        the bus down). A partition one offset behind counts as at the end: on a transactional
-        topic (what the router writes) the last offset is the commit marker, never consumed."""
+        """RSS of the bus processes, and every group's time lag (``SoakParams.time_lag``: by
+        default the age of each partition's first unconsumed record, read from its timestamp).
+        A partition one offset behind counts as at the end: on a transactional topic (what the
+        router writes) the last offset is the commit marker, never consumed."""
         rss = self._rss()
         self.samples.times.append(time.monotonic() - self.started)
         self.samples.rss_parts.append(rss)

@@ -5,6 +5,7 @@ import json
 import typer
 
 from bus.bench.connectors import ConnectorBenchParams, run_connectors_benchmark
+from bus.bench.process import run_process_benchmark
 from bus.bench.route import run_route_benchmark
 from bus.bench.soak import SoakParams, run_soak_benchmark
 from bus.cli.app import app
@@ -29,6 +30,21 @@ def route(
     result = run_route_benchmark(
         records, rate, seconds, exact_watermarks=exact_watermarks, say=lambda line: typer.echo(line, err=True)
     )
+    typer.echo(json.dumps(result))
+
+
+@bench_app.command("process")
+def process(
+    records: int = typer.Option(20_000, "--records", min=100, help="Camera statuses and alarms, together, in the "
+                                "soak's proportions."),
+    timeout: float = typer.Option(600.0, "--timeout", min=10, help="Longest wait for the processors to read them all."),
+    exact_watermarks: bool = ExactWatermarks,
+) -> None:
+    """The stateful processors' rate (`bus process`, as `bus up` runs them) as a ratio to a
+    raw consume->produce passthrough of the same records. Uses the embedded broker unless
+    BUS_BOOTSTRAP_SERVERS is set. Prints one JSON line."""
+    result = run_process_benchmark(records, exact_watermarks=exact_watermarks, timeout_s=timeout,
+                                   say=lambda line: typer.echo(line, err=True))
     typer.echo(json.dumps(result))
 
 

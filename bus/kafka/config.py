@@ -7,11 +7,13 @@ Nothing else in the bus writes librdkafka keys by hand. Two profiles:
 - ``embedded``: the embedded tansu broker (BROKER.md). Its workarounds live here and
   only here: single-record batches (the broker reports the last batch's base offset + 1
   as the high watermark, so batching makes watermarks, lag and faust table recovery
-  wrong), a short session timeout (group joins take half of it), and a short fetch wait
+  wrong), a short session timeout (group joins take half of it), shorter fetch waits
   (the broker holds every fetch for the whole ``fetch.wait.max.ms`` even when data
   arrives, where Kafka answers at once: at librdkafka's 500 ms default a record waits
-  240 ms on average; measured 4 ms at 20 ms), and a floor under the router's commit
-  interval (see :func:`router_commit_interval_s`).
+  240 ms on average; measured 4 ms at 20 ms), but not too short (each fetch costs the
+  broker in proportion to the batches it walks: 100 ms, and 10 ms only on the router's
+  latency path), and a floor under the router's commit interval (see
+  :func:`router_commit_interval_s`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ MAX_RECORD_BYTES = 1_000_000
 
 Profile = Literal["embedded", "cluster"]
 
-#: The embedded broker holds a fetch for the whole wait (see the module docstring).
-EMBEDDED_FETCH_WAIT_MS = 10
+#: The embedded broker holds a fetch for the whole wait (see the module docstring), and every
+#: fetch costs it time in proportion to the record batches of the partitions fetched. Readers
+#: on the latency path (the router) wait 10 ms; every other reader 100 ms. Measured, 8 readers
+#: of a 12-partition topic of 100,000 single-record batches: at 10 ms they had read 27,000 of
+#: 800,000 records after 120 s (the broker saturated both cores, groups timed out); at 100 ms
+#: they read everything in 11 s, and then, idle at the end, cost the broker 8% of a core.
+EMBEDDED_FETCH_WAIT_MS = 100
+EMBEDDED_LATENCY_FETCH_WAIT_MS = 10
 
 #: On the embedded broker a fetch that returns data costs more with every record batch the
 #: partition holds (it appears to walk them; an idle reader at the end stays cheap), and a
@@ -180,11 +188,14 @@ def consumer_config(
     from_beginning: bool = True,
     max_fetch_wait_ms: int | None = None,
     group_instance_id: str | None = None,
+    latency_bound: bool = False,
 ) -> dict[str, Any]:
     """A consumer that commits explicitly and reads only committed transactions.
 
     ``max_fetch_wait_ms`` bounds how long the broker may hold a fetch for more data
     (librdkafka's default is 500 ms): interactive readers and latency-bound loops lower it.
+    ``latency_bound``: a reader on the publish -> subscription path (the router); on the
+    embedded broker it fetches more often (``EMBEDDED_LATENCY_FETCH_WAIT_MS``), at a cost.
     ``group_instance_id`` makes the member static (KIP-345): a restarted process with the
     same id takes its partitions back without a rebalance."""
     conf = _common(settings, client_id)
@@ -199,7 +210,7 @@ def consumer_config(
     if settings.embedded:
         conf["session.timeout.ms"] = 6000
         conf["heartbeat.interval.ms"] = 1000
-        conf["fetch.wait.max.ms"] = EMBEDDED_FETCH_WAIT_MS
+        conf["fetch.wait.max.ms"] = EMBEDDED_LATENCY_FETCH_WAIT_MS if latency_bound else EMBEDDED_FETCH_WAIT_MS
     if max_fetch_wait_ms is not None:
         conf["fetch.wait.max.ms"] = max_fetch_wait_ms
     if group_instance_id is not None:

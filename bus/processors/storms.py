@@ -29,6 +29,8 @@ than every open window of its key is emitted alone, at once (never dropped, neve
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +161,11 @@ class StormMerger:
         self.watermark: int | None = None
         self._partition_max: dict[int, int] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
+        # (start_ms, opened, key, group) of every group opened: windows close in this order
+        # without a scan of every open window per alarm. An entry whose group was closed
+        # or replaced meanwhile is stale and skipped when it comes up.
+        self._closing: list[tuple[int, int, tuple[str, str], _Group]] = []
+        self._opened = itertools.count()
         self._flap: _Flap | None = None
 
     # -- input -----------------------------------------------------------------------
@@ -198,7 +205,7 @@ class StormMerger:
         if (group is None and self._late(ms)) or (group is not None and ms < group.start_ms):
             return [Emission(dict(alarm))]  # too late for any window, or older than its key's: alone
         out = self._close_group(key) if group is not None else []
-        self._groups[key] = _Group.open(alarm, ms)
+        self._put(key, _Group.open(alarm, ms))
         out.append(Emission(dict(alarm)))  # the first of its window: at once
         return out
 
@@ -219,6 +226,10 @@ class StormMerger:
             group.absorb(alarm, ms)
         return out
 
+    def _put(self, key: tuple[str, str], group: _Group) -> None:
+        self._groups[key] = group
+        heapq.heappush(self._closing, (group.start_ms, next(self._opened), key, group))
+
     def _close_group(self, key: tuple[str, str]) -> list[Emission]:
         update = self._groups.pop(key).update()
         return [update] if update is not None else []
@@ -238,7 +249,7 @@ class StormMerger:
                 continue
             if held is not None:
                 out += self._close_group(key)
-            self._groups[key] = group
+            self._put(key, group)
             out.append(Emission(dict(group.first)))
         return out
 
@@ -274,11 +285,9 @@ class StormMerger:
         out: list[Emission] = []
         if self._flap is not None and (watermark is None or self._flap.start_ms + self.config.flap_window_ms <= watermark):
             out += self._close_flap()
-        due = [
-            key
-            for key, group in self._groups.items()
-            if watermark is None or group.start_ms + self.config.window_ms <= watermark
-        ]
-        for key in sorted(due, key=lambda k: self._groups[k].start_ms):
-            out += self._close_group(key)
+        closing = self._closing
+        while closing and (watermark is None or closing[0][0] + self.config.window_ms <= watermark):
+            _, _, key, group = heapq.heappop(closing)
+            if self._groups.get(key) is group:
+                out += self._close_group(key)
         return out

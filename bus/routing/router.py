@@ -194,6 +194,7 @@ class Router:
                 group_id=self.group,
                 client_id="bus-router",
                 group_instance_id=self._transactional_id,
+                latency_bound=True,
             )
         )
         self._subscribe()

@@ -31,12 +31,14 @@ def test_time_of(name: str, points: tuple[Point, ...], offset: int, expected: fl
     assert time_of(points, offset) == (pytest.approx(expected) if expected is not None else None)
 
 
-def test_repeated_end_offset_keeps_the_earlier_time() -> None:
+def test_repeated_end_offset_keeps_the_earlier_time_and_notes_the_last() -> None:
     table = OffsetTimeTable()
     table.add(10, 100.0)
     table.add(10, 130.0)
+    table.add(10, 120.0)  # a late poll answer moves nothing back
     table.add(20, 200.0)
-    assert table.points() == (Point(10, 100.0), Point(20, 200.0))
+    assert table.points() == (Point(10, 100.0, 130.0), Point(20, 200.0))
+    assert (table.seen_until(10), table.seen_until(20), table.seen_until(15)) == (130.0, 200.0, None)
 
 
 def test_a_lower_end_offset_starts_afresh() -> None:
@@ -79,3 +81,51 @@ def test_lag_seconds_unknown_with_one_point_behind() -> None:
     table = OffsetTimeTable()
     table.add(20, 100.0)
     assert lag_seconds(table, 5, 20, 500.0) is None
+
+
+def test_a_commit_marker_one_offset_behind_counts_from_when_the_log_last_ended_past_it() -> None:
+    """A read_committed sink that read a transaction commits the marker's offset (41) and
+    sits one behind the end (42) while the partition is quiet. A new transaction lands at
+    t=290: the sink's lag is counted from the last poll that saw the log end at 42 (t=280),
+    not from t=100 when the log first ended at 41 (the quiet minutes are not lag)."""
+    table = OffsetTimeTable()
+    table.add(41, 100.0)
+    table.add(42, 100.5)  # the marker
+    for t in range(110, 290, 10):
+        table.add(42, float(t))  # quiet: every poll sees the same end
+    assert lag_seconds(table, 41, 42, 285.0) == pytest.approx(5.0)  # idle, caught up: the last poll's age
+    table.add(45, 290.0)  # a transaction: records 42, 43, marker 44
+    assert lag_seconds(table, 41, 45, 292.0) == pytest.approx(12.0)  # 292 - 280, not 292 - 100
+    assert lag_seconds(table, 42, 45, 292.0) == pytest.approx(12.0)  # record 42 came after the last poll at 42
+
+
+def test_a_quiet_partition_counts_from_the_last_poll_that_saw_its_end() -> None:
+    """A consumer at 7 of a partition quiet since t=100 (log end 7); record 7 lands between the
+    polls at t=390 and t=400: at t=401 its lag is about a second, not 301 s (from t=100)."""
+    table = OffsetTimeTable()
+    table.add(5, 50.0)
+    for t in range(100, 400, 10):
+        table.add(7, float(t))
+    table.add(8, 400.0)
+    assert lag_seconds(table, 7, 8, 401.0) == pytest.approx(1.0)
+    table.add(9, 410.0)  # one more record: record 7 came between t=390 and t=400, so 11-21 s
+    assert 11.0 <= lag_seconds(table, 7, 9, 411.0) <= 21.0
+    assert lag_seconds(table, 5, 8, 401.0) == pytest.approx(351.0)  # two behind: from when the end was at 5
+    # one behind a quiet end reads as a commit marker (the documented cost): from the last poll at 7
+    assert lag_seconds(table, 6, 8, 401.0) == pytest.approx(11.0)
+
+
+def test_a_consumer_behind_a_busy_partition_is_timed_as_before() -> None:
+    table = OffsetTimeTable()
+    for offset, t in [(10, 100.0), (20, 110.0), (30, 120.0)]:
+        table.add(offset, t)
+    assert lag_seconds(table, 15, 30, 130.0) == pytest.approx(25.0)  # no point at 16: interpolated
+
+
+def test_between_two_points_the_line_starts_where_the_log_end_was_last_seen() -> None:
+    """The log ended at 10 from t=100 to t=190 (quiet), then at 20 at t=200: records 10-19
+    came between t=190 and t=200, so record 15 about t=195, not t=150."""
+    points = (Point(10, 100.0, 190.0), Point(20, 200.0))
+    assert time_of(points, 15) == pytest.approx(195.0)
+    assert time_of(points, 10) == pytest.approx(190.0)
+    assert time_of(points, 25) == pytest.approx(250.0)  # past the table: the whole table's line, as before
