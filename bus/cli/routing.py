@@ -9,6 +9,7 @@ import typer
 from bus.cli.app import app
 from bus.cli.options import TopologyOption
 from bus.kafka.config import KafkaSettings
+from bus.routing.router import DEFAULT_BATCH_SIZE
 from bus.routing.service import RoutingService
 from bus.topology.loader import load_topology
 
@@ -17,7 +18,7 @@ from bus.topology.loader import load_topology
 def route(
     topology: Path = TopologyOption,
     instance: str = typer.Option("0", "--instance", help="This router's id among the router instances (stable across restarts: it fences a crashed predecessor)."),
-    batch_size: int = typer.Option(500, "--batch-size", min=1, max=10_000, help="Records per transaction at most."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, max=10_000, help="Records per transaction at most."),
 ) -> None:
     """Run the router: canonical topics -> every subscription topic, filtered, projected and
     masked, exactly once (Kafka transactions). Subscriptions with a start point are backfilled

@@ -218,9 +218,12 @@ def build_app(
     reporter = AvailabilityReporter(monitor)
 
     def update(key: str, newer: CameraInfo) -> None:
+        """Merge into the camera's entry; written (a changelog record) only when it changed:
+        most statuses are heartbeats."""
         held = cameras.get(key)
-        merged = CameraInfo.from_json(held).merged(newer) if held else newer
-        cameras[key] = merged.to_json()
+        merged = (CameraInfo.from_json(held).merged(newer) if held else newer).to_json()
+        if merged != held:
+            cameras[key] = merged
 
     async def open_cases(cases: list[dict[str, Any]]) -> None:
         for case in cases:

@@ -30,7 +30,7 @@ class CameraInfo:
     owner_department: str | None = None
     kind: Literal["SURVEILLANCE_POINT", "VEHICLE_CHECKPOINT", "TEMPORARY"] | None = None
     status: Literal["ONLINE", "OFFLINE", "DEGRADED"] | None = None
-    status_since: int | None = None  # event time (ms since 1970) of the last status
+    status_since: int | None = None  # event time (ms since 1970) of the report that set the current status
 
     @property
     def district(self) -> str | None:
@@ -45,13 +45,17 @@ class CameraInfo:
 
     def merged(self, newer: "CameraInfo") -> "CameraInfo":
         """This entry updated by ``newer``: only the fields ``newer`` carries replace ours.
-        A status older than the one held (event time) does not replace it."""
+        A status older than the one held (event time) does not replace it; the same status
+        again (a heartbeat) keeps its ``status_since``, so that a heartbeat changes nothing
+        and the table is not written for it."""
         updates = {k: v for k, v in asdict(newer).items() if v is not None and k not in ("status", "status_since")}
-        if newer.status is not None and (
+        if newer.status is not None and newer.status != self.status and (
             self.status_since is None or newer.status_since is None or newer.status_since >= self.status_since
         ):
             updates["status"] = newer.status
             updates["status_since"] = newer.status_since
+        elif newer.status is not None and self.status_since is None:
+            updates["status"], updates["status_since"] = newer.status, newer.status_since
         return replace(self, **updates)
 
 

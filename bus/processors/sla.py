@@ -75,7 +75,7 @@ class CameraSla:
     camera_id: str
     owner_department: str | None = None
     location: dict[str, Any] | None = None  # city.common.Location as JSON
-    status_at: int | None = None  # event time of the last status applied
+    status_at: int | None = None  # event time of the last status that changed the entry
     opened_at: int | None = None  # the current (or last) fault
     answered_at: int | None = None
     repaired_at: int | None = None
@@ -132,6 +132,10 @@ class SlaTracker:
         self.policy = policy or SlaPolicy()
         self.clock: int | None = None
         self.unplaced = 0  # breaches not published: the camera's district is unknown
+        # camera id -> event time of its latest status, for the order check; not in the store,
+        # so that a heartbeat that changes nothing writes nothing (after a restart the store's
+        # ``status_at``, the last change, checks the order instead)
+        self._reported: dict[str, int] = {}
 
     def _advance(self, at: int) -> int:
         self.clock = at if self.clock is None else max(self.clock, at)
@@ -151,18 +155,23 @@ class SlaTracker:
         """A camera_status record (JSON form)."""
         at = event_time_ms(record["reported_at"])
         clock = self._advance(at)
-        before = self._get(record["camera_id"])
+        camera_id = record["camera_id"]
+        before = self._get(camera_id)
         entry = replace(
             before,
             owner_department=record.get("owner_department") or before.owner_department,
             location=record.get("location") or before.location,
         )
-        if entry.status_at is None or at >= entry.status_at:
-            entry = replace(entry, status_at=at)
+        known = [t for t in (entry.status_at, self._reported.get(camera_id)) if t is not None]
+        if not known or at >= max(known):
+            self._reported[camera_id] = at
+            applied = entry
             if record["status"] == "OFFLINE" and not entry.open:
-                entry = self._open(entry, at)
+                applied = self._open(entry, at)
             elif record["status"] == "ONLINE":
-                entry = entry.repair(at)
+                applied = entry.repair(at)
+            if applied != entry or entry.status_at is None:
+                entry = replace(applied, status_at=at)
         entry, out = self._check(entry, clock)
         self._put(before, entry)
         return out

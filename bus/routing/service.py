@@ -28,7 +28,7 @@ import structlog
 from bus.errors import BusError
 from bus.kafka.config import KafkaSettings
 from bus.ops.metrics import BusMonitor
-from bus.routing.router import Router, RouterStats
+from bus.routing.router import DEFAULT_BATCH_SIZE, Router, RouterStats
 from bus.topology.models import Subscription, Topology
 from bus.topology.published import TopologyWatcher
 
@@ -53,7 +53,7 @@ class RoutingService:
         settings: KafkaSettings,
         *,
         instance: str = "0",
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         monitor: BusMonitor | None = None,
         environ: dict[str, str] | None = None,
         watch: bool = True,

@@ -92,3 +92,12 @@ def test_load_reports_every_bad_line(tmp_path: Path) -> None:
     with pytest.raises(CameraImportError) as info:
         load_camera_file(path)
     assert [line for line, _ in info.value.problems] == [2, 3, 4]
+
+
+def test_a_heartbeat_changes_nothing_and_a_new_status_starts_its_own_since() -> None:
+    online = CAM.merged(CameraInfo(CAM.camera_id, status="ONLINE", status_since=1_000))
+    assert (online.status, online.status_since) == ("ONLINE", 1_000)
+    assert online.merged(CameraInfo(CAM.camera_id, status="ONLINE", status_since=2_000)) == online  # no table write
+    offline = online.merged(CameraInfo(CAM.camera_id, status="OFFLINE", status_since=3_000))
+    assert (offline.status, offline.status_since) == ("OFFLINE", 3_000)
+    assert offline.merged(CameraInfo(CAM.camera_id, status="ONLINE", status_since=2_500)) == offline  # older: ignored

@@ -225,3 +225,37 @@ def test_reporter_sends_changed_figures_and_sets_the_monitor() -> None:
     text = monitor.render().decode()
     assert 'bus_camera_fleet_availability{district="CHANCHENG"} 1.0' in text
     assert 'bus_camera_fleet_availability{district="SHUNDE"} 0.6' in text
+
+
+class CountingStore(dict):
+    """A store that counts its writes (each is a changelog record in the worker)."""
+
+    writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def _status(camera: str, status: str, at: str) -> dict[str, Any]:
+    return {"camera_id": camera, "status": status, "reported_at": at,
+            "location": {"latitude": 23.0, "longitude": 113.1, "district": "CHANCHENG"}, "owner_department": "police"}
+
+
+def test_heartbeats_write_nothing_and_an_older_status_still_changes_nothing() -> None:
+    store = CountingStore()
+    tracker = SlaTracker(store)
+    tracker.status(_status(A, "ONLINE", "2026-11-20T08:00:00+08:00"))
+    assert store.writes == 1  # the camera is new
+    for minute in range(1, 30):
+        tracker.status(_status(A, "ONLINE", f"2026-11-20T08:{minute:02d}:00+08:00"))
+    assert store.writes == 1  # 29 heartbeats: nothing changed, nothing written
+    tracker.status(_status(A, "OFFLINE", "2026-11-20T08:30:00+08:00"))
+    assert (store.writes, entry(tracker, A).opened_at) == (2, event_time_ms("2026-11-20T08:30:00+08:00"))
+    tracker.status(_status(A, "OFFLINE", "2026-11-20T08:31:00+08:00"))
+    assert store.writes == 2  # still offline: the fault stays as opened
+    # A report older than the latest heartbeat, though newer than the last change, is out of order:
+    tracker.status(_status(A, "ONLINE", "2026-11-20T08:30:30+08:00"))
+    assert entry(tracker, A).open and store.writes == 2
+    tracker.status(_status(A, "ONLINE", "2026-11-20T08:40:00+08:00"))
+    assert entry(tracker, A).repaired_at == event_time_ms("2026-11-20T08:40:00+08:00")
