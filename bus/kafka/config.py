@@ -52,6 +52,9 @@ EMBEDDED_LATENCY_FETCH_WAIT_MS = 10
 #: without, in alternating runs of one process.
 EMBEDDED_MIN_COMMIT_INTERVAL_S = 0.02
 
+#: Prefetched records a consumer may hold (librdkafka's default is 65,536 KB).
+CONSUMER_QUEUE_KBYTES = 16_384
+
 #: librdkafka's own log lines go through Python logging instead of raw stderr.
 LIBRDKAFKA_LOGGER = logging.getLogger("bus.kafka.librdkafka")
 
@@ -205,6 +208,10 @@ def consumer_config(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            # librdkafka prefetches up to 64 MB per consumer by default; a process holds a dozen
+            # (router, lanes, sinks), and one that falls behind fills its queue: its memory then
+            # tracks the backlog. 16 MB is still thousands of records per partition.
+            "queued.max.messages.kbytes": CONSUMER_QUEUE_KBYTES,
         }
     )
     if settings.embedded:
