@@ -15,7 +15,8 @@ sinks write to databases created for the run and dropped after it.
   each ``Idempotency-Key`` counted once) in a process of their own, also recording each
   record's id and its delay since it was published (``ce-time``).
 - Every ``sample_s``: time lag of every consumer group (router, lanes, processors, sinks;
-  :class:`bus.ops.lag.LagMonitor`, kafka-lag-exporter's interpolation) and the resident
+  :class:`bus.ops.lag.LagMonitor`; by default the age of each partition's first unconsumed
+  record, from its timestamp, see ``SoakParams.time_lag``) and the resident
   memory of the bus processes (this process: router, connectors, registry; and the
   processors' child). The broker is reported apart: its memory-only storage holds every
   record by design. A progress line every ``progress_s``.
