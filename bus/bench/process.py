@@ -5,8 +5,8 @@ The records are the soak's camera traffic (:class:`bus.bench.soak.Traffic`): sta
 6,400-camera fleet and its steady alarm mix, in the soak's proportions, preloaded into the
 canonical topics of a copy of ``topology.yaml`` (its own namespace, no connectors). Then
 `bus process` runs as `bus up` runs it (a child process) and reads them all; the rate is
-taken from the group's first commit (the worker has joined) to the commit of the last
-record, from the committed offsets. Prints one JSON line.
+taken from the moment the worker's group is stable (it holds its partitions) to the commit
+of the last record, from the committed offsets. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -76,35 +76,36 @@ def _committed(reader: OffsetReader, group: str, topics: set[str]) -> int:
 
 def _measure(topology: Topology, topology_path: Path, settings: KafkaSettings, total: int, folder: Path,
              timeout_s: float, say: Say) -> tuple[float, float]:
-    """Run the processors until they committed every preloaded record: (records/s, join s)."""
+    """Run the processors until they committed every preloaded record: (records/s from the
+    moment their group is stable, i.e. holds its partitions; seconds until then)."""
     topics = {topology.event_type(t).topic for t in CAMERA_TYPES}
     reader = OffsetReader(settings, timeout_s=10)
     group = app_id(topology)
     started = time.monotonic()
+    deadline = started + timeout_s
     process = _processors(topology_path, settings, folder / "processors.log")
     try:
-        first: tuple[float, int] | None = None
-        deadline = started + timeout_s
+        stable_at: float | None = None
         last_said = started
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the processors exited ({process.returncode}); log: {folder / 'processors.log'}")
-            done = _committed(reader, group, topics)
             now = time.monotonic()
-            if done and first is None:
-                first = (now, done)
+            if stable_at is None and reader.stable(group):
+                stable_at = now
+            done = _committed(reader, group, topics)
             if done >= total:
                 break
             if now > deadline:
-                raise RuntimeError(f"the processors committed {done} of {total} records in {timeout_s:g} s")
+                raise RuntimeError(f"the processors committed {done} of {total} records in {timeout_s:g} s; "
+                                   f"log: {folder / 'processors.log'}")
             if now - last_said >= 10:
                 say(f"  processors: {done} of {total} records committed")
                 last_said = now
-            time.sleep(0.1)
-        assert first is not None
+            time.sleep(0.05)
         end = time.monotonic()
-        rate = (total - first[1]) / max(end - first[0], 1e-3) if end > first[0] else float("nan")
-        return rate, first[0] - started
+        stable_at = stable_at or end
+        return total / max(end - stable_at, 1e-3), stable_at - started
     finally:
         process.terminate()
         try:
@@ -115,9 +116,11 @@ def _measure(topology: Topology, topology_path: Path, settings: KafkaSettings, t
 
 
 def run_process_benchmark(records: int = 20_000, exact_watermarks: bool = False, timeout_s: float = 600.0,
-                          say: Say = print) -> dict[str, Any]:
-    """The figures (see the module docstring)."""
-    with _infrastructure(say) as settings, tempfile.TemporaryDirectory(prefix="citybus-bench-") as folder_name:
+                          say: Say = print, settings: KafkaSettings | None = None) -> dict[str, Any]:
+    """The figures (see the module docstring). ``settings``: an existing broker and registry
+    (tests); default: embedded ones started here."""
+    infrastructure = contextlib.nullcontext(settings) if settings is not None else _infrastructure(say)
+    with infrastructure as settings, tempfile.TemporaryDirectory(prefix="citybus-bench-") as folder_name:
         folder = Path(folder_name)
         settings = settings.model_copy(update={"exact_watermarks": exact_watermarks})
         namespace = f"bench_proc_{uuid.uuid4().hex[:6]}"

@@ -194,6 +194,11 @@ class OffsetReader:
             out[group] = bool(description.members) or description.state in _LIVE_STATES
         return out
 
+    def stable(self, group: str) -> bool:
+        """Whether ``group`` has finished joining: its members hold their partitions."""
+        future = self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group]
+        return self._result(f"describe group {group!r}", future).state == ConsumerGroupState.STABLE
+
     def end_offsets(self, partitions: Iterable[TP]) -> dict[TP, int]:
         """Log end offsets; partitions the broker cannot answer for (a deleted topic) are
         left out and logged."""
