@@ -24,12 +24,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from bus.bench.connectors import _drop_namespace
 from bus.bench.route import _infrastructure, _raw_passthrough
 from bus.bench.soak import MIX, Traffic, shipped_topology
-from bus.kafka.admin import delete_topics
 from bus.kafka.config import KafkaSettings
 from bus.ops.lag import OffsetReader
-from bus.processors.app import app_id, ensure_processor_topics, processor_topics
+from bus.processors.app import app_id, ensure_processor_topics
 from bus.publish import Publisher
 from bus.topology.loader import load_topology
 from bus.topology.models import Topology
@@ -119,8 +119,9 @@ def run_process_benchmark(records: int = 20_000, exact_watermarks: bool = False,
                           say: Say = print, settings: KafkaSettings | None = None) -> dict[str, Any]:
     """The figures (see the module docstring). ``settings``: an existing broker and registry
     (tests); default: embedded ones started here."""
-    infrastructure = contextlib.nullcontext(settings) if settings is not None else _infrastructure(say)
-    with infrastructure as settings, tempfile.TemporaryDirectory(prefix="citybus-bench-") as folder_name:
+    own = None if settings is not None else _infrastructure(say)
+    with (own or contextlib.nullcontext(settings)) as settings, \
+            tempfile.TemporaryDirectory(prefix="citybus-bench-") as folder_name:
         folder = Path(folder_name)
         settings = settings.model_copy(update={"exact_watermarks": exact_watermarks})
         namespace = f"bench_proc_{uuid.uuid4().hex[:6]}"
@@ -135,8 +136,8 @@ def run_process_benchmark(records: int = 20_000, exact_watermarks: bool = False,
             raw_s += count / _raw_passthrough(settings, et.topic, count, partitions=et.partitions)
         say("(b) the processors ...")
         eps, join_s = _measure(topology, path, settings, records, folder, timeout_s, say)
-        with contextlib.suppress(Exception):
-            delete_topics(settings, _namespace_topics(topology))
+        if own is None:  # a broker we did not start: leave it as we found it (processors stopped)
+            _drop_namespace(settings, namespace)
         raw_eps = records / raw_s
         return {
             "raw_eps": round(raw_eps, 1), "processors_eps": round(eps, 1), "processors_ratio": round(eps / raw_eps, 4),
@@ -145,8 +146,3 @@ def run_process_benchmark(records: int = 20_000, exact_watermarks: bool = False,
             "load_1m": round(os.getloadavg()[0], 2),
         }
 
-
-def _namespace_topics(topology: Topology) -> list[str]:
-    topics = processor_topics(topology)
-    return [topology.event_type(t).topic for t in ("camera_status", "camera_alarm", "city_case")] + [
-        topics.enriched, topics.camera_import, topics.sla, topics.availability]

@@ -49,13 +49,11 @@ class CameraInfo:
         again (a heartbeat) keeps its ``status_since``, so that a heartbeat changes nothing
         and the table is not written for it."""
         updates = {k: v for k, v in asdict(newer).items() if v is not None and k not in ("status", "status_since")}
-        if newer.status is not None and newer.status != self.status and (
+        if newer.status is not None and (newer.status != self.status or self.status_since is None) and (
             self.status_since is None or newer.status_since is None or newer.status_since >= self.status_since
         ):
             updates["status"] = newer.status
             updates["status_since"] = newer.status_since
-        elif newer.status is not None and self.status_since is None:
-            updates["status"], updates["status_since"] = newer.status, newer.status_since
         return replace(self, **updates)
 
 
