@@ -69,6 +69,7 @@ import httpx
 from pydantic import Field
 
 from bus import __version__
+from bus.connectors.answers import excerpt, retry_after_s
 from bus.connectors.base import Source, SourceContext
 from bus.connectors.config import ConnectorConfig, SecretRef
 from bus.connectors.exceptions import ConnectorError, ConnectorFailed, Interrupted
@@ -76,7 +77,6 @@ from bus.connectors.records import RawRecord
 from bus.errors import BusError
 from bus.kafka.exceptions import KafkaError
 from bus.registry.exceptions import RegistryUnreachable
-from connectors.webhook_sink import _excerpt, _retry_after
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 #: What a 4xx answer that is not retried asks the operator to fix.
@@ -322,26 +322,26 @@ class RestPoller(Source):
         if status == 200:
             return self._page(url, response)
         retriable = status >= 500 or status in (408, 429)
-        excerpt = _excerpt(response)
+        start = excerpt(response.content)
         what = "will retry" if retriable else _HINTS.get(status, _REFUSED)
         raise PollFailed(
-            f"{url} answered {status}{': ' + excerpt if excerpt else ''} ({what})",
+            f"{url} answered {status}{': ' + start if start else ''} ({what})",
             retriable=retriable,
-            retry_after=_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None,
+            retry_after=retry_after_s(response.headers.get("retry-after")) if status in (429, 503) else None,
         )
 
     def _page(self, url: httpx.URL, response: httpx.Response) -> Page:
         try:
             body = response.json()
         except ValueError:
-            raise PollFailed(f"{url} answered 200 with a body that is not JSON: {_excerpt(response)}",
+            raise PollFailed(f"{url} answered 200 with a body that is not JSON: {excerpt(response.content)}",
                              retriable=True) from None
         items = body.get(self.config.items_field) if isinstance(body, dict) else None
         link = body.get(self.config.next_field) if isinstance(body, dict) else None
         if not isinstance(items, list) or not (link is None or isinstance(link, str) and link):
             raise PollFailed(
                 f"{url} answered 200 but not {{\"{self.config.items_field}\": [...], \"{self.config.next_field}\": "
-                f"<URL or null>}}: {_excerpt(response)}", retriable=True,
+                f"<URL or null>}}: {excerpt(response.content)}", retriable=True,
             )
         return Page(str(url), items, link)
 

@@ -500,6 +500,10 @@ class _Load:
 # -- measuring ------------------------------------------------------------------------------------
 
 
+def _parts(rss: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: _round(v) for k, v in rss.items()}
+
+
 def rss_mb(pid: int | None) -> float | None:
     """Resident memory of a process in MB (Linux /proc), None when it is gone."""
     if pid is None:
@@ -631,9 +635,18 @@ class _Soak:
                 f"{self._delivered():,}; worst lag {worst[1]:.2f} s ({_short(worst[0], self.topology)}); RSS bus "
                 f"{rss:,.0f} MB{growth}" + (f", broker {broker:,.0f} MB" if broker else ""))
 
+    def _baseline_sample(self) -> int | None:
+        """Index of the first sample after the warm-up (the RSS baseline)."""
+        return next((i for i, t in enumerate(self.samples.times) if t >= self.params.warmup_s), None)
+
+    def _parts_at_warmup(self) -> dict[str, float | None]:
+        """RSS of each process (bus, processors, broker) at the baseline sample."""
+        i = self._baseline_sample()
+        return self.samples.rss_parts[i] if i is not None else {}
+
     def _baseline(self) -> float | None:
-        after = [rss for t, rss in zip(self.samples.times, self.samples.rss_bus) if t >= self.params.warmup_s]
-        return after[0] if after else None
+        i = self._baseline_sample()
+        return self.samples.rss_bus[i] if i is not None else None
 
     # -- after the load --
 
@@ -710,8 +723,8 @@ class _Soak:
             "rss_mb": {"bus_at_warmup": _round(base), "bus_peak_after_warmup": _round(max(after) if after else None),
                        "bus_end": _round(after[-1] if after else None),
                        "growth_pct_peak": _round(peak_growth), "growth_pct_end": _round(end_growth),
-                       "last": {k: _round(v) for k, v in (self.samples.rss_parts[-1] if self.samples.rss_parts
-                                                          else {}).items()}},
+                       "at_warmup": _parts(self._parts_at_warmup()),
+                       "last": _parts(self.samples.rss_parts[-1] if self.samples.rss_parts else {})},
             "loss": loss, "lost": lost,
             "single_record_batches": bool(self.city.settings.embedded and self.city.settings.exact_watermarks),
             "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -761,7 +774,7 @@ class _Soak:
         r = f["rss_mb"]
         say(f"rss: bus {r['bus_at_warmup']} MB at {self.params.warmup_s:g} s, peak {r['bus_peak_after_warmup']} MB, "
             f"end {r['bus_end']} MB: {r['growth_pct_peak']}% (target < {self.params.rss_target_pct:g}%) -> "
-            f"{f['targets']['rss']}; last {r['last']}")
+            f"{f['targets']['rss']}; at {self.params.warmup_s:g} s {r['at_warmup']}, last {r['last']}")
         for name, v in f["loss"].items():
             say(f"loss: {name}: {v}")
         unsure = "" if f["drained"] else (" (the drain timed out: these were not delivered YET; in flight or lost "

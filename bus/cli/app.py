@@ -6,6 +6,7 @@ import typer
 
 from bus import __version__, logs
 from bus.errors import BusError
+from bus.runtime.memory import limit_arenas, start_trimming
 
 app = typer.Typer(
     name="bus",
@@ -34,6 +35,8 @@ def _root(
 
 
 def main() -> None:
+    limit_arenas()  # before any thread starts (bus.runtime.memory says why)
+    start_trimming()
     # Commands are registered by importing their modules (explicit list, no side effects elsewhere).
     from bus.cli import (  # noqa: F401
         bench, connectors, dlq, events, infra, integrate, ops, processors, routing, schemas, topology, web,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,9 @@ class CameraInfo:
         return (self.location or {}).get("district")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (dataclasses.asdict deep-copies the location: 6% of the processors' time
+        # under the soak's load); the location dict is never changed in place.
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> "CameraInfo":
@@ -48,13 +50,16 @@ class CameraInfo:
         A status older than the one held (event time) does not replace it; the same status
         again (a heartbeat) keeps its ``status_since``, so that a heartbeat changes nothing
         and the table is not written for it."""
-        updates = {k: v for k, v in asdict(newer).items() if v is not None and k not in ("status", "status_since")}
+        updates = {k: v for k in _FIELDS if (v := getattr(newer, k)) is not None and k not in ("status", "status_since")}
         if newer.status is not None and (newer.status != self.status or self.status_since is None) and (
             self.status_since is None or newer.status_since is None or newer.status_since >= self.status_since
         ):
             updates["status"] = newer.status
             updates["status_since"] = newer.status_since
         return replace(self, **updates)
+
+
+_FIELDS = tuple(f.name for f in fields(CameraInfo))
 
 
 def camera_from_status(record: dict[str, Any], reported_at_ms: int | None) -> CameraInfo:

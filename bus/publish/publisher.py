@@ -251,7 +251,10 @@ class Publisher:
 
     @staticmethod
     def _collect(in_flight: dict[int, tuple[int, _Prepared]], pending: _Pending, summary: "PublishSummary") -> None:
-        for slot in [s for s in in_flight if s in pending.done]:
+        # Only the slots acknowledged since the last call (every one is in flight: a callback
+        # fires in poll/flush, after its slot was noted); scanning the whole window after each
+        # record was 3.8% of the soak's bus process.
+        for slot in list(pending.done):
             line, _ = in_flight.pop(slot)
             outcome = pending.done.pop(slot)
             if isinstance(outcome, DeliveryFailed):

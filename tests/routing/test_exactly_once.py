@@ -76,23 +76,34 @@ def _router_groups(city: City) -> dict[str, list]:
     return {group: [tp for et in types for tp in partitions(et)] for group, types in groups.items()}
 
 
-def _progress(city: City) -> tuple[int, int]:
-    """(offsets the router groups have committed in all, their lag in records)."""
-    committed = lag = 0
+def _positions(city: City) -> list[tuple[str, TopicPartition, int]]:
+    """(group, committed position, high watermark) of every router group's partitions."""
+    out = []
     for group, tps in _router_groups(city).items():
         consumer = Consumer(consumer_config(city.settings, group_id=group, client_id="lag-probe"))
         try:
             for tp in consumer.committed(tps, timeout=10):
-                high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
-                committed += max(tp.offset, 0)
-                lag += high - max(tp.offset, 0)
+                out.append((group, tp, consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]))
         finally:
             consumer.close()
-    return committed, lag
+    return out
+
+
+def _progress(city: City) -> tuple[int, int]:
+    """(offsets the router groups have committed in all, their lag in records)."""
+    positions = _positions(city)
+    return (sum(max(tp.offset, 0) for _, tp, _ in positions),
+            sum(high - max(tp.offset, 0) for _, tp, high in positions))
 
 
 def _lag(city: City) -> int:
     return _progress(city)[1]
+
+
+def _behind(city: City) -> list[str]:
+    """The partitions not caught up, for a failure message: group topic[partition] committed / high."""
+    return [f"{group} {tp.topic}[{tp.partition}] committed {tp.offset} / high {high}"
+            for group, tp, high in _positions(city) if high > max(tp.offset, 0)]
 
 
 @pytest.mark.timeout(900)  # ten restarts of four routers (the shared one and three backfill lanes), then a catch-up
@@ -135,7 +146,8 @@ def test_router_killed_ten_times_delivers_every_record_exactly_once(city: City) 
         deadline = time.monotonic() + 300  # a loaded CI machine: two brokers, two suites' worth of clients
         while (lag := _lag(city)) > 0:
             assert final.poll() is None, _log_tail(city)
-            assert time.monotonic() < deadline, f"the restarted router did not catch up ({lag} behind):\n{_log_tail(city)}"
+            assert time.monotonic() < deadline, (
+                f"the restarted router did not catch up ({lag} behind: {_behind(city)}):\n{_log_tail(city)}")
             time.sleep(0.5)
     finally:
         final.terminate()
