@@ -11,8 +11,8 @@ Nothing else in the bus writes librdkafka keys by hand. Two profiles:
   (the broker holds every fetch for the whole ``fetch.wait.max.ms`` even when data
   arrives, where Kafka answers at once: at librdkafka's 500 ms default a record waits
   240 ms on average; measured 4 ms at 20 ms), but not too short (each fetch costs the
-  broker in proportion to the batches it walks: 100 ms, and 10 ms only on the router's
-  latency path), and a floor under the router's commit interval (see
+  broker in proportion to the batches it walks: 100 ms, and 10 ms only on the shared
+  router, the latency path), and a floor under the router's commit interval (see
   :func:`router_commit_interval_s`).
 """
 
@@ -35,7 +35,8 @@ Profile = Literal["embedded", "cluster"]
 
 #: The embedded broker holds a fetch for the whole wait (see the module docstring), and every
 #: fetch costs it time in proportion to the record batches of the partitions fetched. Readers
-#: on the latency path (the router) wait 10 ms; every other reader 100 ms. Measured, 8 readers
+#: on the latency path (the shared router; not its backfill lanes) wait 10 ms; every other
+#: reader 100 ms. Measured, 8 readers
 #: of a 12-partition topic of 100,000 single-record batches: at 10 ms they had read 27,000 of
 #: 800,000 records after 120 s (the broker saturated both cores, groups timed out); at 100 ms
 #: they read everything in 11 s, and then, idle at the end, cost the broker 8% of a core.

@@ -200,7 +200,9 @@ class Router:
                 group_id=self.group,
                 client_id="bus-router",
                 group_instance_id=self._transactional_id,
-                latency_bound=True,
+                # The shared router is the latency path; a lane's reads cost the embedded
+                # broker as much (the same canonical partitions), for one subscription.
+                latency_bound=self.lane is None,
             )
         )
         self._subscribe()

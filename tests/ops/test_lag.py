@@ -20,6 +20,7 @@ from bus.ops.lag import (
     GroupSelection,
     LagMonitor,
     LagOptions,
+    PROBE_FETCH,
     OffsetReader,
     bus_groups,
     connector_group,
@@ -60,6 +61,24 @@ def test_committed_end_lag_and_seconds_from_record_timestamps(
     assert report.group(group).totallag == 7
     assert report.group(group).maxlag == behind
 
+
+
+def test_the_time_probe_reads_a_record_larger_than_its_fetch_size(
+    kafka_settings: KafkaSettings, topic_factory: Callable[..., str]
+) -> None:
+    """The probe asks for little per partition (PROBE_FETCH); a first record bigger than
+    that, behind a backlog of big ones, is still read (the broker returns the first batch)."""
+    topic = topic_factory("big", partitions=1)
+    first_ms = int(T0 * 1000) - 60_000
+    producer = Producer(producer_config(kafka_settings, client_id="lag-test-producer"))
+    for i in range(6):
+        producer.produce(topic, value=bytes(200_000), partition=0, timestamp=first_ms + i * 1000)
+        assert producer.flush(10) == 0
+    assert PROBE_FETCH["max.partition.fetch.bytes"] < 200_000
+
+    times = OffsetReader(kafka_settings).first_unconsumed_times({(topic, 0): 2}, {(topic, 0): 6}, timeout_s=20)
+
+    assert times == {(topic, 0): (first_ms + 2000) / 1000.0}
 
 def test_falling_behind_is_warn_and_catching_up_is_ok(
     kafka_settings: KafkaSettings, topic_factory: Callable[..., str], group_factory: Callable[[str], str]
