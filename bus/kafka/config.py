@@ -56,6 +56,16 @@ EMBEDDED_MIN_COMMIT_INTERVAL_S = 0.02
 #: Prefetched records a consumer may hold (librdkafka's default is 65,536 KB).
 CONSUMER_QUEUE_KBYTES = 16_384
 
+#: A reader that wants only the first record of each partition (the time-lag probe) fetches
+#: little: librdkafka's defaults (1 MB per partition, 50 MB per fetch, 16 MB prefetched) would
+#: make the broker read and send megabytes of backlog for one timestamp. A fetch still returns
+#: the first record batch whole when it is larger (KIP-74).
+PROBE_FETCH = {
+    "max.partition.fetch.bytes": 16 * 1024,
+    "fetch.max.bytes": 1024 * 1024,
+    "queued.max.messages.kbytes": 1024,
+}
+
 #: librdkafka's own log lines go through Python logging instead of raw stderr.
 LIBRDKAFKA_LOGGER = logging.getLogger("bus.kafka.librdkafka")
 
@@ -193,6 +203,7 @@ def consumer_config(
     max_fetch_wait_ms: int | None = None,
     group_instance_id: str | None = None,
     latency_bound: bool = False,
+    probe: bool = False,
 ) -> dict[str, Any]:
     """A consumer that commits explicitly and reads only committed transactions.
 
@@ -201,7 +212,8 @@ def consumer_config(
     ``latency_bound``: a reader on the publish -> subscription path (the router); on the
     embedded broker it fetches more often (``EMBEDDED_LATENCY_FETCH_WAIT_MS``), at a cost.
     ``group_instance_id`` makes the member static (KIP-345): a restarted process with the
-    same id takes its partitions back without a rebalance."""
+    same id takes its partitions back without a rebalance.
+    ``probe``: it reads the first record of each partition only (``PROBE_FETCH``)."""
     conf = _common(settings, client_id)
     conf.update(
         {
@@ -223,6 +235,8 @@ def consumer_config(
         conf["fetch.wait.max.ms"] = max_fetch_wait_ms
     if group_instance_id is not None:
         conf["group.instance.id"] = group_instance_id
+    if probe:
+        conf.update(PROBE_FETCH)
     return conf
 
 

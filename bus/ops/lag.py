@@ -68,16 +68,6 @@ CONNECTOR_GROUP_PREFIX = "bus-connector-"
 #: The group id of the record-time probe: it is assigned partitions, never joins or commits.
 PROBE_GROUP = "bus-lag-probe"
 
-#: The time-lag probe needs one record per partition, not librdkafka's defaults (up to 1 MB
-#: per partition and 50 MB per fetch, 16 MB prefetched): each sample would make the broker
-#: read and send megabytes of backlog to look at one timestamp. A fetch still returns at
-#: least the first record batch when that batch is larger (KIP-74).
-PROBE_FETCH = {
-    "max.partition.fetch.bytes": 16 * 1024,
-    "fetch.max.bytes": 1024 * 1024,
-    "queued.max.messages.kbytes": 1024,
-}
-
 #: One-shot ``bus lag`` samples this many times, this far apart.
 ONE_SHOT_SAMPLES = 3
 ONE_SHOT_INTERVAL_S = 1.0
@@ -233,9 +223,7 @@ class OffsetReader:
         Partitions not read in time are absent."""
         if not positions:
             return {}
-        conf = consumer_config(self.settings, group_id=PROBE_GROUP, client_id=PROBE_GROUP)
-        conf.update(PROBE_FETCH)
-        consumer = Consumer(conf)
+        consumer = Consumer(consumer_config(self.settings, group_id=PROBE_GROUP, client_id=PROBE_GROUP, probe=True))
         try:
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
             wanted = {tp: ends[tp] for tp in positions}

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bus.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from bus.kafka.config import KafkaSettings, consumer_config, producer_config
+from bus.kafka.config import PROBE_FETCH, KafkaSettings, consumer_config, producer_config
 from bus.kafka.exceptions import BrokerUnreachable
 from bus.ops.burrow import Status
 from bus.ops.exceptions import UnknownGroup
@@ -20,7 +20,6 @@ from bus.ops.lag import (
     GroupSelection,
     LagMonitor,
     LagOptions,
-    PROBE_FETCH,
     OffsetReader,
     bus_groups,
     connector_group,
@@ -62,7 +61,6 @@ def test_committed_end_lag_and_seconds_from_record_timestamps(
     assert report.group(group).maxlag == behind
 
 
-
 def test_the_time_probe_reads_a_record_larger_than_its_fetch_size(
     kafka_settings: KafkaSettings, topic_factory: Callable[..., str]
 ) -> None:
@@ -79,6 +77,7 @@ def test_the_time_probe_reads_a_record_larger_than_its_fetch_size(
     times = OffsetReader(kafka_settings).first_unconsumed_times({(topic, 0): 2}, {(topic, 0): 6}, timeout_s=20)
 
     assert times == {(topic, 0): (first_ms + 2000) / 1000.0}
+
 
 def test_falling_behind_is_warn_and_catching_up_is_ok(
     kafka_settings: KafkaSettings, topic_factory: Callable[..., str], group_factory: Callable[[str], str]
