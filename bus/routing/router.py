@@ -119,7 +119,8 @@ class Router:
         self.settings = settings
         self.batch_size = batch_size
         self.commit_interval_s = router_commit_interval_s(settings) if commit_interval_s is None else commit_interval_s
-        self._last_begin = 0.0  # time.monotonic() when the last transaction started
+        self._last_begin = 0.0  # time.monotonic() when the last batch started
+        self._in_transaction = False  # begun by the batch's first output
         self.environ = environ
         self.select = select
         self.lane = lane
@@ -192,6 +193,7 @@ class Router:
             producer_config(self.settings, client_id="bus-router", transactional_id=self._transactional_id)
         )
         self._producer.init_transactions(self.settings.connect_timeout_s + 20)
+        self._in_transaction = False  # a run after a failure starts with a new producer
         # Static membership under the transactional id: a restarted router (same --instance)
         # takes its partitions back at once instead of waiting for a rebalance.
         self._consumer = Consumer(
@@ -394,21 +396,24 @@ class Router:
         producer = self._producer
         timeout = self.settings.connect_timeout_s + 20
         self._last_begin = started
-        producer.begin_transaction()
         try:
             for msg in batch:
-                self._route_one(msg)
+                self._route_one(msg)  # the first output begins the transaction (_produce)
             positions = self._consumer.position(self._consumer.assignment())
-            metadata = self._consumer.consumer_group_metadata()
-            _retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, timeout))
-            # A retriable commit failure (a timeout) is retried, never aborted: the commit may
-            # have happened, and aborting it would route the batch twice.
-            _retrying(lambda: producer.commit_transaction(timeout))
+            if self._in_transaction:
+                metadata = self._consumer.consumer_group_metadata()
+                _retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, timeout))
+                # A retriable commit failure (a timeout) is retried, never aborted: the commit may
+                # have happened, and aborting it would route the batch twice.
+                _retrying(lambda: producer.commit_transaction(timeout))
+                self._in_transaction = False
+                self.stats.transactions += 1
+            else:
+                self._commit_position(positions)
         except KafkaException as exc:
             self.stats.records_out = out_before
             self._abort_and_rewind(exc)
             return
-        self.stats.transactions += 1
         self.stats.committed_in += len(batch)
         self.stats.committed_out += self.stats.records_out - out_before
         if self.monitor is not None:
@@ -440,17 +445,34 @@ class Router:
             self.group, [(t, p, o + 1) for (t, p), o in last.items()], time.time()
         )
 
+    def _commit_position(self, positions: list[TopicPartition]) -> None:
+        """A batch that routed nothing (every record filtered out, or before its start) has
+        no outputs to commit atomically with: the consumer commits its position.
+
+        A transaction of offsets only would do on Kafka, but the embedded broker drops the
+        offsets of a transaction that wrote no record: a router whose last records were all
+        filtered out stayed behind them for good, and read them again after each restart."""
+        assert self._consumer is not None
+        offsets = [tp for tp in positions if tp.offset >= 0]  # partitions not read yet have none
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+
     def _abort_and_rewind(self, exc: KafkaException) -> None:
         assert self._consumer is not None and self._producer is not None
         error = exc.args[0]
-        if error.fatal() or not error.txn_requires_abort() and not error.retriable():
+        aborting = self._in_transaction
+        if error.fatal() or aborting and not error.txn_requires_abort() and not error.retriable():
             raise RoutingError(f"the router's transaction failed and cannot go on: {error.str()}") from exc
-        log.warning("router transaction aborted; the batch will be routed again", error=error.str())
-        self._producer.abort_transaction(self.settings.connect_timeout_s + 20)
+        if aborting:
+            log.warning("router transaction aborted; the batch will be routed again", error=error.str())
+            self._producer.abort_transaction(self.settings.connect_timeout_s + 20)
+            self._in_transaction = False
+        else:  # a batch without outputs: reading it again routes nothing again
+            log.warning("router position not committed; the batch will be read again", error=error.str())
         committed = self._consumer.committed(self._consumer.assignment(), timeout=self.settings.connect_timeout_s)
         for tp in committed:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
-        if self.settings.embedded:  # the aborted outputs stay visible there: do not write them again
+        if aborting and self.settings.embedded:  # the aborted outputs stay visible there: do not write them again
             self._recover({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed})
 
     def _route_one(self, msg: Message) -> None:
@@ -505,6 +527,9 @@ class Router:
 
     def _produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list) -> None:
         assert self._producer is not None
+        if not self._in_transaction:
+            self._producer.begin_transaction()
+            self._in_transaction = True
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, partition=partition, headers=headers)

@@ -256,3 +256,42 @@ def test_an_aborted_transaction_is_routed_again_without_duplicates(small_city: t
     for route in router.routes["camera_status"]:
         ids = [r.headers["ce_id"] for r in tail(settings, [route.topic], exit_at_end=True)]
         assert len(ids) == 20 and len(set(ids)) == 20, f"{route.subscription}: {len(ids)} records, {len(set(ids))} distinct"
+
+
+def test_a_batch_that_routes_nothing_still_commits_its_position(small_city: tuple) -> None:
+    """Records every route filters out leave no outputs to commit with. The position is
+    committed all the same (the embedded broker drops the offsets of a transaction that
+    wrote nothing), so the group ends caught up and a restart does not read them again."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bus.kafka.config import consumer_config
+
+    topology, settings = small_city
+    rng = random.Random(17)
+    with Publisher(topology, settings) as publisher:
+        for _ in range(6):
+            publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": "ONLINE"})
+    topic = topology.event_type("camera_status").topic
+    partitions = [TopicPartition(topic, p) for p in range(topology.event_type("camera_status").partitions)]
+
+    def committed_and_ends(group: str) -> list[tuple[int, int]]:
+        consumer = Consumer(consumer_config(settings, group_id=group, client_id="test-probe"))
+        try:
+            return [(tp.offset, consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1])
+                    for tp in consumer.committed(partitions, timeout=10)]
+        finally:
+            consumer.close()
+
+    router = Router(topology, settings, select=lambda s: s.name == "offline")  # ONLINE: filtered out
+    with RunningRouter(router):
+        wait_until(lambda: router.stats.committed_in >= 6, what="6 records committed")
+        assert router.stats.records_out == 0 and router.stats.transactions == 0
+        rows = committed_and_ends(router.group)
+        assert all(committed == end for committed, end in rows if end > 0), rows
+
+        with Publisher(topology, settings) as publisher:  # an output: a transaction again
+            publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": "OFFLINE"})
+        wait_until(lambda: router.stats.transactions == 1, what="a transaction for the output")
+    rows = committed_and_ends(router.group)
+    assert sum(end for _, end in rows) == 7 and all(committed == end for committed, end in rows if end > 0), rows
+    assert len(list(tail(settings, [router.routes["camera_status"][0].topic], exit_at_end=True))) == 1
