@@ -400,7 +400,8 @@ class Router:
             for msg in batch:
                 self._route_one(msg)  # the first output begins the transaction (_produce)
             positions = self._consumer.position(self._consumer.assignment())
-            if self._in_transaction:
+            transaction = self._in_transaction
+            if transaction:
                 metadata = self._consumer.consumer_group_metadata()
                 _retrying(lambda: producer.send_offsets_to_transaction(positions, metadata, timeout))
                 # A retriable commit failure (a timeout) is retried, never aborted: the commit may
@@ -416,16 +417,19 @@ class Router:
             return
         self.stats.committed_in += len(batch)
         self.stats.committed_out += self.stats.records_out - out_before
+        seconds = time.monotonic() - started
         if self.monitor is not None:
-            self._report(batch, time.monotonic() - started)
-        log.debug("router transaction committed", records=len(batch), seconds=round(time.monotonic() - started, 4))
+            self._report(batch, seconds if transaction else None)
+        log.debug("router batch committed", records=len(batch), transaction=transaction, seconds=round(seconds, 4))
         if self._on_batch:
             self._on_batch(self.stats)
 
-    def _report(self, batch: list[Message], seconds: float) -> None:
-        """Metrics for one committed transaction: a handful of calls per batch, none per record."""
+    def _report(self, batch: list[Message], seconds: float | None) -> None:
+        """Metrics for one committed batch (``seconds``: its transaction's, None without one):
+        a handful of calls per batch, none per record."""
         assert self.monitor is not None and self._consumer is not None
-        self.monitor.on_transaction(seconds)
+        if seconds is not None:
+            self.monitor.on_transaction(seconds)
         per_topic: dict[str, int] = {}
         last: dict[tuple[str, int], int] = {}
         for msg in batch:
