@@ -295,3 +295,45 @@ def test_a_batch_that_routes_nothing_still_commits_its_position(small_city: tupl
     rows = committed_and_ends(router.group)
     assert sum(end for _, end in rows) == 7 and all(committed == end for committed, end in rows if end > 0), rows
     assert len(list(tail(settings, [router.routes["camera_status"][0].topic], exit_at_end=True))) == 1
+
+
+class _FailFirstPositionCommit:
+    """The router's consumer, except that its first commit fails (a rebalance under way)."""
+
+    def __init__(self, consumer) -> None:
+        self._consumer = consumer
+        self.commits = 0
+
+    def commit(self, *args, **kwargs):
+        self.commits += 1
+        if self.commits == 1:
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS, "injected: rebalance in progress"))
+        return self._consumer.commit(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._consumer, name)
+
+
+class _RouterFailingPositionCommitOnce(Router):
+    def _open(self) -> None:
+        super()._open()
+        self.wrapper = _FailFirstPositionCommit(self._consumer)
+        self._consumer = self.wrapper  # type: ignore[assignment]
+
+
+def test_a_failed_position_commit_reads_the_batch_again(small_city: tuple) -> None:
+    """A batch without outputs whose position commit fails is read again (it routes nothing
+    again) and committed then; the router goes on instead of failing."""
+    topology, settings = small_city
+    rng = random.Random(19)
+    with Publisher(topology, settings) as publisher:
+        for _ in range(4):
+            publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": "ONLINE"})
+    router = _RouterFailingPositionCommitOnce(topology, settings, select=lambda s: s.name == "offline")
+    with RunningRouter(router):
+        wait_until(lambda: router.stats.committed_in >= 4, what="4 records committed after the failed commit")
+    assert router.wrapper.commits >= 2
+    assert router.stats.records_in > 4  # the failed batch was read again
+    assert router.stats.records_out == 0 and router.stats.transactions == 0
