@@ -263,6 +263,13 @@ def faust_settings(settings: KafkaSettings) -> dict[str, Any]:
     return conf
 
 
+def faust_fetch_wait_ms(settings: KafkaSettings) -> int | None:
+    """The fetch wait of the processors' faust consumer, or None to keep faust's (1,500 ms,
+    written into its driver; see :mod:`bus.kafka.faust_transport`). On Kafka that wait only
+    bounds an idle poll; the embedded broker holds fetches for it, so it gets the readers' wait."""
+    return EMBEDDED_FETCH_WAIT_MS if settings.embedded else None
+
+
 def registry_client_config(settings: KafkaSettings) -> dict[str, Any]:
     """Configuration for confluent-kafka's ``SchemaRegistryClient``."""
     conf: dict[str, Any] = {
