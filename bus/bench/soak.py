@@ -283,6 +283,10 @@ class _Endpoints:
         self._conn, self._process, self.urls = conn, process, urls
         self._lock = threading.Lock()
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     @classmethod
     @contextlib.contextmanager
     def serving(cls, sinks: dict[str, str], say: Say) -> Iterator["_Endpoints"]:
@@ -496,6 +500,10 @@ class _Load:
             if process.is_alive():
                 process.kill()
 
+    @property
+    def pids(self) -> list[int | None]:
+        return [process.pid for process in self._processes]
+
 
 # -- measuring ------------------------------------------------------------------------------------
 
@@ -515,6 +523,54 @@ def rss_mb(pid: int | None) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) a process has used so far, in seconds (Linux /proc); None when
+    it is gone."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (Linux /proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return float(sum(ticks) - idle), float(sum(ticks))
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU used so far by each process of the soak (seconds) and by the machine, at one moment."""
+
+    at: float
+    parts: dict[str, tuple[list[int | None], list[float | None]]]
+    machine: tuple[float, float]
+
+    @classmethod
+    def take(cls, pids: dict[str, list[int | None]]) -> "CpuMark":
+        return cls(time.monotonic(), {part: (ps, [cpu_seconds(p) for p in ps]) for part, ps in pids.items()},
+                   machine_cpu())
+
+    def share_since(self, start: "CpuMark") -> dict[str, Any]:
+        """Percent of one core each part used between ``start`` and this mark (None where one of
+        its processes was gone or replaced), and how busy the machine's cores were."""
+        seconds = max(self.at - start.at, 1e-9)
+        parts: dict[str, float | None] = {}
+        for part, (pids, used) in self.parts.items():
+            before_pids, before = start.parts[part]
+            if pids != before_pids or None in used or None in before:
+                parts[part] = None
+            else:
+                parts[part] = round(100 * sum(u - b for u, b in zip(used, before)) / seconds, 1)  # type: ignore[operator]
+        busy, total = (now - then for now, then in zip(self.machine, start.machine))
+        return {"pct_of_a_core": parts, "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+                "cores": os.cpu_count()}
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -546,6 +602,7 @@ class _Soak:
                               options=LagOptions(interval_s=params.sample_s, time_lag=params.time_lag))
         self.samples = _Samples()
         self.started = 0.0
+        self.cpu: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
         p = self.params
@@ -555,7 +612,9 @@ class _Soak:
         try:
             load.start()
             self.started = time.monotonic()
+            cpu_start = CpuMark.take(self._pids(load))
             self._watch(load, until=self.started + p.seconds)
+            self.cpu = CpuMark.take(self._pids(load)).share_since(cpu_start)
             results = load.results(timeout_s=120)
         finally:
             load.kill()
@@ -587,6 +646,11 @@ class _Soak:
                 self.say(self._progress(accepted, (accepted - last_accepted) / max(now - last_at, 1e-9)))
                 last_accepted, last_at = accepted, now
                 next_progress += self.params.progress_s
+
+    def _pids(self, load: _Load) -> dict[str, list[int | None]]:
+        broker = self.city.broker
+        return {"bus": [os.getpid()], "processors": [_processors_pid(self.city.processors)],
+                "broker": [broker.pid if broker else None], "load": load.pids, "endpoints": [self.endpoints.pid]}
 
     def _rss(self) -> dict[str, float | None]:
         processors = self.city.processors
@@ -728,6 +792,7 @@ class _Soak:
             "loss": loss, "lost": lost,
             "single_record_batches": bool(self.city.settings.embedded and self.city.settings.exact_watermarks),
             "load_average": [round(x, 2) for x in os.getloadavg()],
+            "cpu": self.cpu,
             "targets": {k: "PASS" if v else "FAIL" for k, v in targets.items()},
             "pass": all(targets.values()),
         }
@@ -775,6 +840,11 @@ class _Soak:
         say(f"rss: bus {r['bus_at_warmup']} MB at {self.params.warmup_s:g} s, peak {r['bus_peak_after_warmup']} MB, "
             f"end {r['bus_end']} MB: {r['growth_pct_peak']}% (target < {self.params.rss_target_pct:g}%) -> "
             f"{f['targets']['rss']}; at {self.params.warmup_s:g} s {r['at_warmup']}, last {r['last']}")
+        if f["cpu"]:
+            shares = ", ".join(f"{part} {'gone' if pct is None else f'{pct:.0f}%'}"
+                               for part, pct in f["cpu"]["pct_of_a_core"].items())
+            say(f"cpu while the load ran (% of one core): {shares}; the machine's {f['cpu']['cores']} cores "
+                f"{f['cpu']['machine_busy_pct']}% busy")
         for name, v in f["loss"].items():
             say(f"loss: {name}: {v}")
         unsure = "" if f["drained"] else (" (the drain timed out: these were not delivered YET; in flight or lost "

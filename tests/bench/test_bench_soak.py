@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bus.bench.soak import MIX, SoakParams, run_soak_benchmark
+from bus.bench.soak import MIX, SoakParams, CpuMark, run_soak_benchmark
 from bus.kafka.config import KafkaSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -53,6 +53,27 @@ def test_a_short_soak_at_a_low_rate_loses_nothing_and_reports_every_figure(regis
     assert rss["bus_at_warmup"] > 50 and rss["bus_peak_after_warmup"] >= rss["bus_at_warmup"]
     assert rss["last"]["processors"] > 0
 
+    # CPU of each process while the load ran (the broker is the test session's, not the soak's)
+    cpu = result["cpu"]
+    shares = cpu["pct_of_a_core"]
+    assert set(shares) == {"bus", "processors", "broker", "load", "endpoints"}
+    assert shares["broker"] is None
+    assert all(shares[part] > 0 for part in ("bus", "processors", "load", "endpoints")), shares
+    assert 0 < cpu["machine_busy_pct"] <= 100 and cpu["cores"] >= 1
+    assert any(line.startswith("cpu while the load ran (% of one core): bus ") for line in said)
+
     assert set(result["targets"]) == {"rate", "lag", "rss", "loss"}
     assert result["pass"] == all(v == "PASS" for v in result["targets"].values())
     assert sum(1 for line in said if "ingest" in line and "accepted" in line) >= 2  # progress, never silent
+
+
+def test_cpu_shares_count_only_processes_alive_and_unchanged_between_the_marks() -> None:
+    """A process that was replaced (a restarted child) or is gone has no share: its CPU time
+    would be another process's."""
+    start = CpuMark(at=100.0, parts={"bus": ([10], [5.0]), "processors": ([20], [1.0]), "load": ([30, 31], [2.0, 3.0]),
+                                      "broker": ([40], [7.0])}, machine=(1000.0, 4000.0))
+    end = CpuMark(at=110.0, parts={"bus": ([10], [8.0]), "processors": ([21], [0.5]), "load": ([30, 31], [3.0, 5.0]),
+                                    "broker": ([40], [None])}, machine=(2500.0, 6000.0))
+    share = end.share_since(start)
+    assert share["pct_of_a_core"] == {"bus": 30.0, "processors": None, "load": 30.0, "broker": None}
+    assert share["machine_busy_pct"] == 75.0
