@@ -647,16 +647,18 @@ class _Soak:
                 last_accepted, last_at = accepted, now
                 next_progress += self.params.progress_s
 
-    def _pids(self, load: _Load) -> dict[str, list[int | None]]:
+    def _city_pids(self) -> dict[str, int | None]:
+        """The bus's processes (this one, the processors child) and the broker (None: not ours)."""
         broker = self.city.broker
-        return {"bus": [os.getpid()], "processors": [_processors_pid(self.city.processors)],
-                "broker": [broker.pid if broker else None], "load": load.pids, "endpoints": [self.endpoints.pid]}
+        return {"bus": os.getpid(), "processors": _processors_pid(self.city.processors),
+                "broker": broker.pid if broker else None}
+
+    def _pids(self, load: _Load) -> dict[str, list[int | None]]:
+        return {**{part: [pid] for part, pid in self._city_pids().items()},
+                "load": load.pids, "endpoints": [self.endpoints.pid]}
 
     def _rss(self) -> dict[str, float | None]:
-        processors = self.city.processors
-        broker = self.city.broker
-        return {"bus": rss_mb(os.getpid()), "processors": rss_mb(_processors_pid(processors)),
-                "broker": rss_mb(broker.pid if broker else None)}
+        return {part: rss_mb(pid) for part, pid in self._city_pids().items()}
 
     def _sample(self) -> None:
         """RSS of the bus processes, and every group's time lag (``SoakParams.time_lag``: by
