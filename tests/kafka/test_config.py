@@ -45,6 +45,26 @@ def test_embedded_profile_applies_single_record_batches_and_short_sessions() -> 
     assert faust["producer_max_batch_size"] == 1 and faust["broker_session_timeout"] == 6.0
 
 
+@pytest.mark.parametrize(
+    ("exact", "exact_publish", "publishing", "single_record"),
+    [
+        (True, False, False, True),  # what the bus writes itself: routed outputs, tables, state
+        (True, False, True, False),  # what departments publish: batched by default
+        (True, True, True, True),  # publishing exact too, when asked
+        (False, True, False, False),  # benchmarks of raw throughput: nothing exact
+        (False, True, True, False),
+    ],
+)
+def test_embedded_publishing_is_batched_unless_asked(
+    exact: bool, exact_publish: bool, publishing: bool, single_record: bool
+) -> None:
+    settings = KafkaSettings(exact_watermarks=exact, exact_publish_watermarks=exact_publish)
+    conf = producer_config(settings, client_id="p", publishing=publishing)
+    assert ("batch.num.messages" in conf) is single_record
+    assert (conf.get("linger.ms") == 0) is single_record
+    assert conf["enable.idempotence"] is True and conf["acks"] == "all"
+
+
 @pytest.mark.parametrize("profile", ["embedded", "cluster"])
 def test_producer_is_idempotent_with_acks_all(profile: str) -> None:
     settings = KafkaSettings(kafka_profile=profile)
