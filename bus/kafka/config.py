@@ -7,9 +7,12 @@ Nothing else in the bus writes librdkafka keys by hand. Two profiles:
 - ``embedded``: the embedded tansu broker (BROKER.md). Its workarounds live here and
   only here: single-record batches (the broker reports the last batch's base offset + 1
   as the high watermark, so batching makes watermarks, lag and faust table recovery
-  wrong) for every record the bus writes itself (routed outputs, tables, connector
-  state), while what departments publish is batched (its watermarks feed only the lag
-  figures; see ``exact_publish_watermarks``), a short session timeout (group joins take half of it), shorter fetch waits
+  wrong) for the bus's state (faust tables, connector state, the registry), while the
+  data path is batched (see ``exact_data_watermarks``): what departments publish (a
+  canonical topic's high watermark may then read low by its last batch, which the lag
+  figures show and `bus tail` reads past) and what the router routes (exact all the same
+  once each transaction ends: the last batch is then its commit or abort marker), a short
+  session timeout (group joins take half of it), shorter fetch waits
   (the broker holds every fetch for the whole ``fetch.wait.max.ms`` even when data
   arrives, where Kafka answers at once: at librdkafka's 500 ms default a record waits
   240 ms on average; measured 4 ms at 20 ms), but not too short (each fetch costs the
@@ -99,13 +102,14 @@ class KafkaSettings(BaseSettings):
         "high watermark is exact (lag, faust table recovery, router recovery depend on it). "
         "Benchmarks of raw throughput turn it off for baseline and bus alike.",
     )
-    exact_publish_watermarks: bool = Field(
+    exact_data_watermarks: bool = Field(
         default=False,
-        description="On the embedded profile, also one record per batch for what departments "
-        "publish (the canonical topics; with `exact_watermarks` only). Off: those topics are "
-        "batched, and their lag figures may read up to one batch low. The broker's cost per "
-        "fetch grows with every batch a partition holds: with single-record publishing "
-        "`bus up --demo` saturated it within a minute and the router fell behind for good.",
+        description="On the embedded profile, also one record per batch on the data path: what "
+        "departments publish (canonical topics) and what the router routes (subscription topics); "
+        "with `exact_watermarks` only. Off: those topics are batched, and their lag figures may "
+        "read up to one batch low. The broker's cost per fetch grows with every batch a partition "
+        "holds: with single-record publishing `bus up --demo` saturated it within a minute and the "
+        "router fell behind for good.",
     )
     connect_timeout_s: float = Field(
         default=10.0,
@@ -183,11 +187,13 @@ def producer_config(
     client_id: str,
     transactional_id: str | None = None,
     delivery_timeout_s: float = 30.0,
-    publishing: bool = False,
+    data_path: bool = False,
 ) -> dict[str, Any]:
     """An idempotent, acks=all producer. With ``transactional_id``, a transactional one.
-    ``publishing``: the departments' records into canonical topics (``Publisher``); on the
-    embedded profile batched unless ``exact_publish_watermarks``."""
+    ``data_path``: it writes departments' records (the publisher into canonical topics, the
+    router into subscription topics); on the embedded profile batched unless
+    ``exact_data_watermarks``. Everything else the bus writes is its state: single-record
+    batches there while ``exact_watermarks``."""
     conf = _common(settings, client_id)
     conf.update(
         {
@@ -199,7 +205,7 @@ def producer_config(
     )
     if transactional_id:
         conf["transactional.id"] = transactional_id
-    exact = settings.exact_watermarks and (settings.exact_publish_watermarks or not publishing)
+    exact = settings.exact_watermarks and (settings.exact_data_watermarks or not data_path)
     if settings.embedded and exact:
         # One record per batch: the embedded broker's high watermark is only right then.
         conf["linger.ms"] = 0

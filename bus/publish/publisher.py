@@ -84,7 +84,7 @@ class Publisher:
     def __init__(self, topology: Topology, settings: KafkaSettings, *, client_id: str = "bus-publisher") -> None:
         self.topology = topology
         self.settings = settings
-        self._producer = Producer(producer_config(settings, client_id=client_id, publishing=True))
+        self._producer = Producer(producer_config(settings, client_id=client_id, data_path=True))
         self._registry = registry_client(settings)
         self._schema_ids: dict[str, int] = {}
 

@@ -190,7 +190,9 @@ class Router:
 
     def _open(self) -> None:
         self._producer = Producer(
-            producer_config(self.settings, client_id="bus-router", transactional_id=self._transactional_id)
+            producer_config(
+                self.settings, client_id="bus-router", transactional_id=self._transactional_id, data_path=True
+            )
         )
         self._producer.init_transactions(self.settings.connect_timeout_s + 20)
         self._in_transaction = False  # a run after a failure starts with a new producer

@@ -46,20 +46,20 @@ def test_embedded_profile_applies_single_record_batches_and_short_sessions() -> 
 
 
 @pytest.mark.parametrize(
-    ("exact", "exact_publish", "publishing", "single_record"),
+    ("exact", "exact_data", "data_path", "single_record"),
     [
-        (True, False, False, True),  # what the bus writes itself: routed outputs, tables, state
-        (True, False, True, False),  # what departments publish: batched by default
-        (True, True, True, True),  # publishing exact too, when asked
+        (True, False, False, True),  # the bus's state: tables, connector state, the registry
+        (True, False, True, False),  # the data path (published, routed): batched by default
+        (True, True, True, True),  # the data path exact too, when asked
         (False, True, False, False),  # benchmarks of raw throughput: nothing exact
         (False, True, True, False),
     ],
 )
-def test_embedded_publishing_is_batched_unless_asked(
-    exact: bool, exact_publish: bool, publishing: bool, single_record: bool
+def test_the_embedded_data_path_is_batched_unless_asked(
+    exact: bool, exact_data: bool, data_path: bool, single_record: bool
 ) -> None:
-    settings = KafkaSettings(exact_watermarks=exact, exact_publish_watermarks=exact_publish)
-    conf = producer_config(settings, client_id="p", publishing=publishing)
+    settings = KafkaSettings(exact_watermarks=exact, exact_data_watermarks=exact_data)
+    conf = producer_config(settings, client_id="p", data_path=data_path)
     assert ("batch.num.messages" in conf) is single_record
     assert (conf.get("linger.ms") == 0) is single_record
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"

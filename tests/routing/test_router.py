@@ -243,12 +243,16 @@ class _RouterFailingOnce(Router):
         self._producer = self.wrapper  # type: ignore[assignment]
 
 
-def test_an_aborted_transaction_is_routed_again_without_duplicates(small_city: tuple) -> None:
+@pytest.mark.parametrize("one_camera", [False, True], ids=["many-cameras", "one-camera"])
+def test_an_aborted_transaction_is_routed_again_without_duplicates(small_city: tuple, one_camera: bool) -> None:
+    """One camera: the aborted transaction's outputs are one multi-record batch per output
+    partition (routed outputs are batched on the embedded broker too)."""
     topology, settings = small_city
     rng = random.Random(11)
     with Publisher(topology, settings) as publisher:
         for _ in range(20):
-            publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": "OFFLINE"})
+            record = GENERATORS["camera_status"](rng) | {"status": "OFFLINE"}
+            publisher.publish("camera_status", "police", record | ({"camera_id": "CAM-SD-00042"} if one_camera else {}))
     router = _RouterFailingOnce(topology, settings)
     with RunningRouter(router):
         wait_until(lambda: router.stats.committed_in >= 20, what="20 records committed after the abort")
