@@ -84,7 +84,7 @@ def run_connectors_benchmark(
     with contextlib.ExitStack() as stack:
         if settings is None:
             settings = stack.enter_context(_infrastructure(say))
-        settings = settings.model_copy(update={"exact_watermarks": params.exact_watermarks})
+        settings = settings.with_exact_watermarks(params.exact_watermarks)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         endpoint = stack.enter_context(_Endpoint().serving())
         token = uuid.uuid4().hex
@@ -134,7 +134,7 @@ def _measure(topology: Topology, settings: KafkaSettings, params: ConnectorBench
         batch_clients=params.batch_clients,
         webhook_records=params.webhook_records,
         webhook_concurrency=params.webhook_concurrency,
-        single_record_batches=params.exact_watermarks and settings.embedded,
+        single_record_batches=settings.single_record_batches,
     )
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
 

@@ -123,7 +123,7 @@ def run_process_benchmark(records: int = 20_000, exact_watermarks: bool = False,
     with (own or contextlib.nullcontext(settings)) as settings, \
             tempfile.TemporaryDirectory(prefix="citybus-bench-") as folder_name:
         folder = Path(folder_name)
-        settings = settings.model_copy(update={"exact_watermarks": exact_watermarks})
+        settings = settings.with_exact_watermarks(exact_watermarks)
         namespace = f"bench_proc_{uuid.uuid4().hex[:6]}"
         path = _topology(folder, namespace)
         topology = load_topology(path)
@@ -142,7 +142,7 @@ def run_process_benchmark(records: int = 20_000, exact_watermarks: bool = False,
         return {
             "raw_eps": round(raw_eps, 1), "processors_eps": round(eps, 1), "processors_ratio": round(eps / raw_eps, 4),
             "join_s": round(join_s, 1), "records": records, **{f"{t}_records": c for t, c in counts.items()},
-            "single_record_batches": exact_watermarks and settings.embedded,
+            "single_record_batches": settings.single_record_batches,
             "load_1m": round(os.getloadavg()[0], 2),
         }
 

@@ -319,7 +319,7 @@ def run_route_benchmark(count: int = 20_000, rate: int = 1000, seconds: float = 
     workaround is off for baseline and router alike, so that the ratios measure the
     router's own cost rather than that workaround's."""
     with _infrastructure(say) as settings, tempfile.TemporaryDirectory() as folder:
-        settings = settings.model_copy(update={"exact_watermarks": exact_watermarks})
+        settings = settings.with_exact_watermarks(exact_watermarks)
         scenarios = {
             "untouched": [_subscription("untouched", "untouched")],
             "filtered": [_subscription("filtered", "filtered")],
@@ -347,7 +347,7 @@ def run_route_benchmark(count: int = 20_000, rate: int = 1000, seconds: float = 
         latency_topology = bench_topology(Path(folder), f"bench_latency_{uuid.uuid4().hex[:6]}", [_subscription("latency", "filtered")])
         results.update(_latency(latency_topology, settings, rate, seconds, seed).summary())
         results["records"] = count
-        results["single_record_batches"] = exact_watermarks and settings.embedded
+        results["single_record_batches"] = settings.single_record_batches
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
 
 

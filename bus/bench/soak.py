@@ -115,7 +115,8 @@ class SoakParams:
     cameras: int = 6400
     seed: int = 2026
     postgres_dsn: str = DEFAULT_ADMIN_DSN
-    #: None: as `bus up` runs (the embedded profile's single-record batches); False: batched.
+    #: None: as `bus up` runs (the embedded profile: the state single-record, the data path batched);
+    #: False: everything batched.
     exact_watermarks: bool | None = None
     #: How a sample's time lag is taken (``LagOptions.time_lag``): "record", the first
     #: unconsumed record's own timestamp (exact; one small read per lagging partition), or
@@ -792,7 +793,7 @@ class _Soak:
                        "at_warmup": _parts(self._parts_at_warmup()),
                        "last": _parts(self.samples.rss_parts[-1] if self.samples.rss_parts else {})},
             "loss": loss, "lost": lost,
-            "single_record_batches": bool(self.city.settings.embedded and self.city.settings.exact_watermarks),
+            "single_record_batches": self.city.settings.single_record_batches,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "cpu": self.cpu,
             "targets": {k: "PASS" if v else "FAIL" for k, v in targets.items()},

@@ -14,7 +14,8 @@ bench_app = typer.Typer(help="Benchmarks: print figures as ratios to a baseline 
 app.add_typer(bench_app, name="bench")
 
 ExactWatermarks = typer.Option(
-    False, "--exact-watermarks", help="Keep the embedded broker's single-record batches (slower; what lag-exact tests run with)."
+    False, "--exact-watermarks", help="Single-record batches for everything on the embedded broker, baseline and bus alike (slower; "
+    "exact high watermarks)."
 )
 
 
@@ -84,9 +85,9 @@ def soak(
     drain_timeout: float = typer.Option(300.0, "--drain-timeout", min=1, help="Longest wait after the load for "
                                         "every group to catch up before loss is counted."),
     exact_watermarks: bool = typer.Option(
-        False, "--exact-watermarks", help="Keep the embedded broker's single-record batches, as `bus up` runs on it "
-        "(the broker then takes most of the machine). Default: batched, as on a Kafka cluster; the lag is read from "
-        "the records' own timestamps either way."),
+        False, "--exact-watermarks", help="Run the embedded profile as `bus up` does: single-record batches for the "
+        "bus's state (faust tables, connector state), batched published and routed records. Default: everything "
+        "batched, as on a Kafka cluster; the lag is read from the records' own timestamps either way."),
 ) -> None:
     """The load-and-soak benchmark: mixed traffic through ingest, router, processors and sinks.
 

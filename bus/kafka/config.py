@@ -144,6 +144,18 @@ class KafkaSettings(BaseSettings):
             }
         )
 
+    def with_exact_watermarks(self, exact: bool) -> "KafkaSettings":
+        """Single-record batches for everything (state and data path) or for nothing: the
+        benchmarks run their baseline and the bus on equal terms."""
+        return self.model_copy(update={"exact_watermarks": exact, "exact_data_watermarks": exact})
+
+    @property
+    def single_record_batches(self) -> Literal["all", "state", "none"]:
+        """What is written one record per batch, for the benchmarks' reports."""
+        if not (self.embedded and self.exact_watermarks):
+            return "none"
+        return "all" if self.exact_data_watermarks else "state"
+
     def with_registry(self, registry_url: str) -> "KafkaSettings":
         return self.model_copy(update={"registry_url": registry_url})
 

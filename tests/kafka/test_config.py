@@ -65,6 +65,19 @@ def test_the_embedded_data_path_is_batched_unless_asked(
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"
 
 
+def test_benchmarks_batch_everything_or_nothing_and_say_which() -> None:
+    """`bus up` on the embedded broker: the state single-record, the data path batched. A
+    benchmark's --exact-watermarks makes both single-record, for baseline and bus alike."""
+    assert KafkaSettings().single_record_batches == "state"
+    exact = KafkaSettings().with_exact_watermarks(True)
+    assert exact.single_record_batches == "all"
+    assert "batch.num.messages" in producer_config(exact, client_id="p", data_path=True)
+    batched = KafkaSettings().with_exact_watermarks(False)
+    assert batched.single_record_batches == "none"
+    assert "batch.num.messages" not in producer_config(batched, client_id="p")
+    assert KafkaSettings(kafka_profile="cluster").with_exact_watermarks(True).single_record_batches == "none"
+
+
 @pytest.mark.parametrize("profile", ["embedded", "cluster"])
 def test_producer_is_idempotent_with_acks_all(profile: str) -> None:
     settings = KafkaSettings(kafka_profile=profile)
