@@ -11,8 +11,8 @@
   back the database's vacuum. An index on ``(change_column, id_column)`` makes each batch an
   index range scan; without one a warning says which index to create.
 - **Snapshot, then polling.** The first run reads the whole table (the snapshot), logging
-  rows done, the planner's estimate of the total and the rate every ``progress_interval_s``
-  (also in ``bus connector status``); once a batch comes back short, the source polls for new rows
+  rows done, the planner's estimate of the total (estimated again when the snapshot passes it:
+  rows written meanwhile) and the rate every ``progress_interval_s`` (also in ``bus connector status``); once a batch comes back short, the source polls for new rows
   every ``interval_s``.
 - **Resumable, at least once.** A batch is published pipelined (:meth:`Source.produce_many`);
   the position (last change value and tie-breaker, rows done) is saved to the offsets topic
@@ -488,6 +488,15 @@ class PostgresSource(Source):
             return None
         return int(plan[0][0]["Plan"]["Plan Rows"]) if plan else None
 
+    def _estimate_again(self) -> int | None:
+        """The snapshot passed its estimate (rows were written to the table since it was
+        taken, as during a bulk load): rows done plus the planner's estimate of those left."""
+        try:
+            remaining = self._estimate(self._connection())
+        except (psycopg.Error, DatabaseUnreachable):
+            return None  # the next fetch reports the database; the progress line goes without a total
+        return None if remaining is None else self.rows_done + max(remaining, 1)
+
     def _fetch(self) -> list[tuple[Any, ...]]:
         """The next batch, reconnecting and retrying while the database is away."""
         retries = self.context.retry.start()
@@ -547,9 +556,12 @@ class PostgresSource(Source):
 
     def _progress(self) -> None:
         self._last_progress = time.monotonic()
+        if self.total_estimate is not None and self.rows_done >= self.total_estimate:
+            self.total_estimate = self._estimate_again()
         percent = None
         if self.total_estimate:
-            percent = round(min(100.0, 100.0 * self.rows_done / self.total_estimate), 1)
+            # never 100 before the snapshot is done: rows may still be arriving
+            percent = round(min(99.9, 100.0 * self.rows_done / self.total_estimate), 1)
         self.log.info("snapshot progress", table=self.config.table, rows_done=self.rows_done,
                       total_estimate=self.total_estimate, percent=percent, rate_per_s=round(self._rate(), 1))
 

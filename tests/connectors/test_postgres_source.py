@@ -109,17 +109,39 @@ def test_a_snapshot_of_5000_rows_is_published_once_in_bounded_batches_then_new_r
     assert count(runner, "dead_lettered") == 0
 
 
+def test_a_table_that_grows_during_the_snapshot_is_estimated_again_and_never_shown_done_early(
+    connector_city: City, database: Database, source_runner: Callable[..., ConnectorRunner],
+) -> None:
+    """As in `bus up --demo`, where the registry's bulk load is still being written while the
+    snapshot reads it: the first estimate is passed long before the end."""
+    database.execute(CREATE)
+    insert(database, 1, 1000)
+    with capture_logs() as logs:
+        runner = source_runner(database.dsn).start()
+        wait_until(lambda: count(runner) >= 100, 60, "the snapshot to start")  # the estimate is taken
+        insert(database, 1001, 9000)
+        wait_until(lambda: runner.status().detail["phase"] == "streaming", 60, "the end of the snapshot")
+    assert count(runner) == 10_000
+    progress = [e for e in logs if e["event"] == "snapshot progress"]
+    assert any(e["rows_done"] > 1000 for e in progress), "no progress line past the first 1,000 rows"
+    for line in progress:
+        assert line["percent"] is None or line["percent"] < 100, line
+        assert line["total_estimate"] is None or line["total_estimate"] > line["rows_done"], line
+    assert max(e["total_estimate"] or 0 for e in progress) > 5000  # estimated again, with the new rows
+
+
 def test_a_snapshot_stopped_half_way_resumes_where_it_stopped_without_repeats_or_gaps(
     connector_city: City, database: Database, source_runner: Callable[..., ConnectorRunner],
 ) -> None:
     database.execute(CREATE)
-    insert(database, 1, 6000)
+    insert(database, 1, 20_000)
     with capture_logs() as logs:
         first = source_runner(database.dsn).start()
-        wait_until(lambda: count(first) >= 1000, 60, "part of the snapshot")
+        wait_until(lambda: count(first) >= 1000 and any(e["event"] == "snapshot progress" for e in logs), 60,
+                   "part of the snapshot and a progress line")
         first.stop()
     stopped_at = count(first)
-    assert stopped_at < 6000, "the snapshot ended before the stop: make the table bigger"
+    assert stopped_at < 20_000, "the snapshot ended before the stop: make the table bigger"
     assert first.status().position["snapshot"] is True and first.status().position["rows"] == stopped_at
     progress = [e for e in logs if e["event"] == "snapshot progress"]
     assert progress, "no progress line"
@@ -128,10 +150,10 @@ def test_a_snapshot_stopped_half_way_resumes_where_it_stopped_without_repeats_or
 
     second = source_runner(database.dsn).start()
     wait_until(lambda: second.status().detail["phase"] == "streaming", 60, "the rest of the snapshot")
-    assert count(second) == 6000 - stopped_at
-    assert second.status().detail["rows_done"] == 6000  # progress went on from the saved count, not from 0
+    assert count(second) == 20_000 - stopped_at
+    assert second.status().detail["rows_done"] == 20_000  # progress went on from the saved count, not from 0
     keys = keys_on_topic(connector_city)
-    assert set(keys) == {person(n) for n in range(1, 6001)}
+    assert set(keys) == {person(n) for n in range(1, 20_001)}
     assert set(keys.values()) == {1}
 
 
