@@ -7,7 +7,8 @@ Nothing else in the bus writes librdkafka keys by hand. Two profiles:
 - ``embedded``: the embedded tansu broker (BROKER.md). Its workarounds live here and
   only here: single-record batches (the broker reports the last batch's base offset + 1
   as the high watermark, so batching makes watermarks, lag and faust table recovery
-  wrong) for the bus's state (faust tables, connector state, the registry), while the
+  wrong) for the bus's state (connector state, the registry; faust's changelogs are read to
+  their real ends instead, see :mod:`bus.kafka.faust_transport`), while the
   data path is batched (see ``exact_data_watermarks``): what departments publish (a
   canonical topic's high watermark may then read low by its last batch, which the lag
   figures show and `bus tail` reads past) and what the router routes (exact all the same
@@ -98,9 +99,10 @@ class KafkaSettings(BaseSettings):
     )
     exact_watermarks: bool = Field(
         default=True,
-        description="On the embedded profile, one record per produce batch so that the broker's "
-        "high watermark is exact (lag, faust table recovery, router recovery depend on it). "
-        "Benchmarks of raw throughput turn it off for baseline and bus alike.",
+        description="On the embedded profile, one record per produce batch for the bus's state "
+        "(connector state, the registry, dead-letter replay logs) so that the broker's high watermark "
+        "is exact where the bus reads to it. Benchmarks of raw throughput turn it off for baseline "
+        "and bus alike.",
     )
     exact_data_watermarks: bool = Field(
         default=False,
@@ -285,12 +287,15 @@ def admin_config(settings: KafkaSettings, *, client_id: str = "bus-admin") -> di
 
 def faust_settings(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments for ``faust.App`` (aiokafka driver; the confluent driver does not
-    consume on the embedded broker)."""
+    consume on the embedded broker). faust's producer writes the processors' outputs and their
+    tables' changelogs; on the embedded profile it batches unless everything is to be
+    single-record: table recovery gets the real ends of the changelogs from the transport
+    (:mod:`bus.kafka.faust_transport`), not from the broker's high watermark."""
     servers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
     conf: dict[str, Any] = {"broker": servers}
     if settings.embedded:
         conf.update({"broker_session_timeout": 6.0, "broker_heartbeat_interval": 1.0})
-        if settings.exact_watermarks:
+        if settings.single_record_batches == "all":
             conf.update({"producer_linger": 0.0, "producer_max_batch_size": 1})
     return conf
 

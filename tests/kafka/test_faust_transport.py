@@ -10,7 +10,7 @@ import faust
 import pytest
 
 from bus.kafka.config import EMBEDDED_FETCH_WAIT_MS, KafkaSettings
-from bus.kafka.faust_transport import transport_with_fetch_wait
+from bus.kafka.faust_transport import embedded_transport
 from bus.processors.app import build_app
 from bus.topology.loader import load_topology
 from tests.fixtures.city import REPO
@@ -46,7 +46,7 @@ def worker_consumer(app: faust.App, loop: asyncio.AbstractEventLoop) -> aiokafka
 def test_the_transport_changes_the_fetch_wait_and_nothing_else(loop: asyncio.AbstractEventLoop) -> None:
     plain = faust.App("bus-test-plain", broker="kafka://127.0.0.1:1")
     waiting = faust.App("bus-test-plain", broker="kafka://127.0.0.1:1")
-    waiting.transport = transport_with_fetch_wait(100)(waiting.conf.broker_consumer, waiting)
+    waiting.transport = embedded_transport(KafkaSettings(), 100)(waiting.conf.broker_consumer, waiting)
     theirs, ours = worker_consumer(plain, loop), worker_consumer(waiting, loop)
     assert theirs._fetch_max_wait_ms == FAUST_BUILT_IN_WAIT_MS
     assert ours._fetch_max_wait_ms == 100
