@@ -107,8 +107,8 @@ class KafkaSettings(BaseSettings):
     exact_data_watermarks: bool = Field(
         default=False,
         description="On the embedded profile, also one record per batch on the data path: what "
-        "departments publish (canonical topics) and what the router routes (subscription topics); "
-        "with `exact_watermarks` only. Off: those topics are batched, and their lag figures may "
+        "departments publish (canonical topics), what the router routes (subscription topics) and "
+        "what the processors write (faust: outputs and changelogs); with `exact_watermarks` only. Off: those topics are batched, and their lag figures may "
         "read up to one batch low. The broker's cost per fetch grows with every batch a partition "
         "holds: with single-record publishing `bus up --demo` saturated it within a minute and the "
         "router fell behind for good.",
