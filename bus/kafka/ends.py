@@ -11,10 +11,13 @@ import time
 import uuid
 from collections.abc import Mapping
 
+import structlog
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.kafka.config import KafkaSettings, consumer_config
 from bus.kafka.consuming import take_batch
+
+log = structlog.get_logger(__name__)
 
 #: Once every partition delivered its first record of the last batch, the rest of that batch
 #: came in the same fetch: a short last wait takes what is already queued.
@@ -51,10 +54,18 @@ def ends_past_last_batch(
                     tp = (str(msg.topic()), int(msg.partition() or 0))
                     ends[tp] = max(ends[tp], int(msg.offset()) + 1)
                     waiting.discard(tp)
+            if waiting and not msgs:
+                # a transaction's marker ends the partition: no record comes, the position passes it
+                for position in consumer.position([TopicPartition(t, p) for t, p in waiting]):
+                    if position.offset >= wanted[(position.topic, position.partition)]:
+                        waiting.discard((position.topic, position.partition))
             if not waiting:
                 if not msgs and wait_s == REST_OF_BATCH_WAIT_S:
                     break
                 wait_s = REST_OF_BATCH_WAIT_S
     finally:
         consumer.close()
+    if waiting:
+        log.warning("kept the broker's end for partitions whose last batch could not be read",
+                    partitions=sorted(f"{t}[{p}]" for t, p in waiting), timeout_s=timeout_s)
     return ends

@@ -162,18 +162,21 @@ def test_untouched_subscription_passes_bytes_through_without_decoding(small_city
 
 
 def _read_raw(settings: KafkaSettings, topic: str) -> list:
+    """Every record of ``topic`` up to its real ends (past the embedded broker's high
+    watermark: the processors, for one, write canonical city cases in batches)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from bus.kafka.admin import admin
     from bus.kafka.config import consumer_config
+    from bus.kafka.ends import ends_past_last_batch
 
     partitions = admin(settings).list_topics(topic, timeout=10).topics[topic].partitions
     consumer = Consumer(consumer_config(settings, group_id="raw", client_id="raw"))
     out = []
     try:
-        ends = {}
-        for p in partitions:
-            ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        reported = {(topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in partitions}
+        ends = {p: end for (_, p), end in ends_past_last_batch(settings, reported).items()}
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
