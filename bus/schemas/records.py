@@ -244,6 +244,10 @@ def _timestamp(value: Any) -> dt.datetime:
         raise _Invalid(f"{_kind(value)} is not an RFC 3339 time; write e.g. 2026-11-23T08:30:00+08:00") from None
     if parsed.tzinfo is None:
         raise _Invalid(f"{_kind(value)} has no UTC offset; add one, e.g. {value}+08:00")
+    try:  # the wire format counts milliseconds from 1970 in UTC; readers decode to a datetime
+        parsed.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise _Invalid(f"{_kind(value)} is outside the years 1 to 9999 in UTC") from None
     return parsed
 
 

@@ -119,3 +119,11 @@ def test_values_not_in_the_wire_format_are_refused(value: bytes, message: str) -
 def test_epoch_millis_outside_the_calendar_are_a_field_error(catalog: SchemaCatalog, millis: int) -> None:
     with pytest.raises(RecordInvalid, match="occurred_at: .* outside the years 1 to 9999"):
         to_datum(catalog.get("camera_alarm"), alarm(occurred_at=millis))
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_times_whose_utc_instant_leaves_the_calendar_are_a_field_error(catalog: SchemaCatalog, value: str) -> None:
+    """Valid RFC 3339 on their own, but UTC (the wire format's clock) is a day outside years 1 to
+    9999: accepted, they would reach the topic and fail every reader that decodes them."""
+    with pytest.raises(RecordInvalid, match="occurred_at: .* outside the years 1 to 9999 in UTC"):
+        to_datum(catalog.get("camera_alarm"), alarm(occurred_at=value))
