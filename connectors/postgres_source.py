@@ -12,7 +12,8 @@
   index range scan; without one a warning says which index to create.
 - **Snapshot, then polling.** The first run reads the whole table (the snapshot), logging
   rows done, the planner's estimate of the total (estimated again when the snapshot passes it:
-  rows written meanwhile) and the rate every ``progress_interval_s`` (also in ``bus connector status``); once a batch comes back short, the source polls for new rows
+  rows written meanwhile) and the rate every ``progress_interval_s`` (also in
+  ``bus connector status``); once a batch comes back short, the source polls for new rows
   every ``interval_s``.
 - **Resumable, at least once.** A batch is published pipelined (:meth:`Source.produce_many`);
   the position (last change value and tie-breaker, rows done) is saved to the offsets topic

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import decimal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint
@@ -116,10 +117,24 @@ def test_a_table_that_grows_during_the_snapshot_is_estimated_again_and_never_sho
     snapshot reads it: the first estimate is passed long before the end."""
     database.execute(CREATE)
     insert(database, 1, 1000)
+    taken, grown = threading.Event(), threading.Event()
+
+    class HeldAfterItsFirstBatch(PostgresSource):
+        """Waits, once its first batch is out (the estimate is taken), for the table to grow:
+        a snapshot of 1,000 rows may otherwise end before the test writes the next 9,000."""
+
+        def flush(self) -> None:
+            super().flush()
+            if not taken.is_set():
+                taken.set()
+                assert grown.wait(60), "the test did not write the new rows"
+
     with capture_logs() as logs:
-        runner = source_runner(database.dsn).start()
-        wait_until(lambda: count(runner) >= 100, 60, "the snapshot to start")  # the estimate is taken
+        # a progress line after every full batch: one lands past the first 1,000 rows whatever the speed
+        runner = source_runner(database.dsn, kind=HeldAfterItsFirstBatch, progress_interval_s=1e-6).start()
+        assert taken.wait(60), "the snapshot did not start"
         insert(database, 1001, 9000)
+        grown.set()
         wait_until(lambda: runner.status().detail["phase"] == "streaming", 60, "the end of the snapshot")
     assert count(runner) == 10_000
     progress = [e for e in logs if e["event"] == "snapshot progress"]
