@@ -108,10 +108,10 @@ class KafkaSettings(BaseSettings):
         default=False,
         description="On the embedded profile, also one record per batch on the data path: what "
         "departments publish (canonical topics), what the router routes (subscription topics) and "
-        "what the processors write (faust: outputs and changelogs); with `exact_watermarks` only. Off: those topics are batched, and their lag figures may "
-        "read up to one batch low. The broker's cost per fetch grows with every batch a partition "
-        "holds: with single-record publishing `bus up --demo` saturated it within a minute and the "
-        "router fell behind for good.",
+        "what the processors write (faust: outputs and changelogs); with `exact_watermarks` only. "
+        "Off: those topics are batched, and their lag figures may read up to one batch low. The "
+        "broker's cost per fetch grows with every batch a partition holds: with single-record "
+        "publishing `bus up --demo` saturated it within a minute and the router fell behind for good.",
     )
     connect_timeout_s: float = Field(
         default=10.0,

@@ -11,7 +11,11 @@ the router's side: it reads that topic instead of the raw one for ``camera_alarm
 Storms (:mod:`bus.processors.storms`): the first alarm of a storm is written as soon as it is
 read (offline alarms after the flap window), a storm's update with the same ``alarm_id`` when
 its window closes; the CloudEvents id (``derived_ce_id``) differs between the two, so sinks
-idempotent on it keep both and upsert by ``alarm_id``.
+idempotent on it keep both and upsert by ``alarm_id``. The windows' alarms' offsets are
+committed when read, so what a window holds unpublished is also kept in the table
+``storm_windows`` (restored after a crash; an entry is removed once its emission is
+acknowledged), and a worker that stops or loses its partitions closes every window first and
+publishes what it held (``release_windows``).
 
 Linkage: every alarm published to the enriched topic also goes through the linkage rules
 of ``topology.yaml`` (``linkage:``); the city_case events they make go to the canonical
@@ -37,6 +41,9 @@ Tables:
   registry import topic ``<ns.>city.processors.camera_import`` (``import_cameras``); it has
   as many partitions as ``camera_status`` (faust requires co-partitioned sources).
 - ``camera_sla``: camera_id -> CameraSla as JSON, co-partitioned the same way.
+- ``storm_windows``: the storm merger's store (window entry -> state as JSON), as many
+  partitions as ``camera_alarm``; an entry is written to its camera's partition whatever writes
+  it (:class:`WindowsTable`).
 
 Limit: the availability figures count the cameras of the partitions this worker holds;
 they are the city's with one worker (every partition), partial with several.
@@ -44,6 +51,7 @@ they are the city's with one worker (every partition), partial with several.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
@@ -71,7 +79,7 @@ from bus.processors.sla import (
     cameras_of,
     key_partition,
 )
-from bus.processors.storms import Emission, StormConfig, StormMerger, event_time_ms
+from bus.processors.storms import Emission, StormConfig, StormMerger, entry_camera, event_time_ms
 from bus.registry.client import registry_client
 from bus.schemas.records import to_json
 from bus.topology.models import ENRICHED_SUFFIX, Topology, topic_name
@@ -163,6 +171,30 @@ def import_cameras(topology: Topology, settings: KafkaSettings, cameras: list[Ca
     return len(cameras)
 
 
+class WindowsTable(faust.Table):
+    """The storm merger's store (:mod:`bus.processors.storms`): an entry lives in its camera's
+    partition, the partition of the camera's alarms, whichever event or timer writes it, so
+    that it can be written outside an alarm's processing (idle flush, shutdown, forgetting
+    what was acknowledged) and is recovered by the worker that reads that camera."""
+
+    def partition_for_key(self, key: Any) -> int:
+        return key_partition(entry_camera(key), self.partitions)
+
+
+class _WindowsWriter(faust.Sensor):
+    """Writes the storm merger's changes to its table as an offset commit starts: faust then
+    flushes its producer (the changelog records) before it commits, so the table is never
+    behind the alarms whose offsets are committed, and a window absorbing a burst writes its
+    entry once per commit (every 0.5 s), not once per alarm."""
+
+    def __init__(self, merger: StormMerger) -> None:
+        super().__init__()
+        self.merger = merger
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        self.merger.write_pending()
+
+
 def build_app(
     topology: Topology,
     settings: KafkaSettings,
@@ -215,7 +247,13 @@ def build_app(
     sla_table = app.Table("camera_sla", default=None, partitions=topics.status_partitions)
     decoder = Decoder(registry_client(settings))
     encoder = DerivedEncoder(topology, settings, "camera_alarm", topics.enriched)
-    merger = StormMerger(storms)
+    windows = app.tables.add(WindowsTable(app, name="storm_windows", default=None, beacon=app.tables.beacon,
+                                          partitions=topics.alarm_partitions,
+                                          help="Open storm and flap windows' unpublished alarms."))
+    merger = StormMerger(storms, store=windows)
+    app.sensors.add(_WindowsWriter(merger))
+    #: sends of emissions that publish store entries, and those entries: forgotten once acknowledged
+    unsettled: list[tuple[list[Any], tuple[tuple[str, int], ...]]] = []
     rules = compile_rules(topology) if linkage else ()
     tracker = SlaTracker(sla_table, sla or SlaPolicy.from_topology(topology))
     last_alarm = [time.monotonic()]
@@ -230,14 +268,17 @@ def build_app(
         if merged != held:
             cameras[key] = merged
 
-    async def open_cases(cases: list[dict[str, Any]]) -> None:
+    async def open_cases(cases: list[dict[str, Any]]) -> list[Any]:
+        """Send the cases; returns their sends' futures (done when acknowledged)."""
+        sent = []
         for case in cases:
             try:
                 key, value, headers = case_encoder.encode(case, ce_id=case["case_id"])
             except Exception as exc:
                 log.error("case not encodable", error=str(exc), case_id=case.get("case_id"))
                 continue
-            await case_topic.send(key=key, value=value, headers=headers)
+            sent.append(await case_topic.send(key=key, value=value, headers=headers))
+        return sent
 
     async def tick(at: int) -> None:
         """Send the SLA clock to every partition when it moved on by ``tick_ms``."""
@@ -315,9 +356,38 @@ def build_app(
                 key, value, headers = encoder.encode(alarm, ce_id=derived_ce_id(alarm))
             except Exception as exc:
                 log.error("derived alarm not encodable", error=str(exc), alarm_id=alarm.get("alarm_id"))
+                merger.forget(emission.discharges)  # it never will be: keeping it would re-fail at every restart
                 continue
-            await enriched_topic.send(key=key, value=value, headers=headers)
-            await open_cases(cases_for(alarm, rules, first=emission.first))
+            sent = [await enriched_topic.send(key=key, value=value, headers=headers)]
+            sent += await open_cases(cases_for(alarm, rules, first=emission.first))
+            if emission.discharges:
+                unsettled.append((sent, emission.discharges))
+
+    async def settle(wait: bool = False) -> None:
+        """Forget the store entries whose emissions were acknowledged (``wait``: wait for all).
+        Not before: a crash in between would lose what only the entry still holds."""
+        if wait and unsettled:
+            await asyncio.gather(*(f for sent, _ in unsettled for f in sent), return_exceptions=True)
+        pending = []
+        for sent, discharges in unsettled:
+            if not all(f.done() for f in sent):
+                pending.append((sent, discharges))
+            elif not any(f.cancelled() or f.exception() for f in sent):
+                merger.forget(discharges)
+            # failed: the entry stays, and the next restart publishes it again
+        unsettled[:] = pending
+
+    @windows.on_recover
+    async def restore() -> None:
+        """After the tables' recovery (start, rebalance), before the streams resume."""
+        due = merger.restore()
+        if merger.open_windows or due:
+            log.info("storm windows restored", open_windows=merger.open_windows, closed_to_publish=len(due))
+        await publish(due)
+
+    @app.timer(1.0)
+    async def settle_windows() -> None:
+        await settle()
 
     @app.agent(alarm_topic)
     async def camera_alarm(stream: Any) -> None:
@@ -333,6 +403,29 @@ def build_app(
                 continue
             await publish(out)
             await tick(event_time_ms(alarm["occurred_at"]))
+
+    async def release_windows(reason: str) -> None:
+        """Close every open window now and publish what it held: the offline alarms awaiting
+        the flap decision and the storms' updates. The table would keep them for the next worker
+        (their input offsets were committed when read, nobody reads them again), but they would
+        wait for it and for event time to close them there; at a stop they go out now."""
+        held = merger.open_windows
+        if held:
+            emissions = merger.flush()
+            log.info("storm windows closed early", reason=reason, open_windows=held, alarms=len(emissions))
+            await publish(emissions)
+        await settle(wait=True)  # what was published need not come back after a restart
+        merger.write_pending()
+
+    @app.on_before_shutdown.connect
+    async def on_stop(sender: Any, **_: Any) -> None:
+        # faust flushes its producer right after this signal, before the worker exits
+        await release_windows("the worker is stopping")
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        if revoked:  # another worker takes them over and never sees what this one held
+            await release_windows("partitions revoked")
 
     if idle_flush_s is not None:
 

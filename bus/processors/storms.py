@@ -21,6 +21,15 @@ differs from its first version's (:func:`bus.processors.encoding.derived_ce_id` 
 the id and the count, and an update counts at least one raw alarm more). Nothing here reads the
 wall clock or draws a random id: a replay gives the same emissions with the same ids.
 
+What a window holds that went out nowhere else (an offline alarm awaiting the flap decision,
+the absorbed alarms of a storm's pending update) is also written to ``store`` (by
+:meth:`StormMerger.write_pending`, before each offset commit; a faust table
+in the app: a changelog, so it survives a crash), one entry per camera and window
+(:func:`entry_name`), and removed when the window closes; a window of one alarm already emitted
+is not written. :meth:`StormMerger.restore` reads them back after a restart. A window restored
+after its close was published (a crash between the two) publishes the same versions with the
+same ids again, which idempotent consumers drop.
+
 Time is the records' own (``occurred_at``); the watermark is the latest event time seen
 (the least over input partitions) and windows close when it passes their end. An alarm older
 than every open window of its key is emitted alone, at once (never dropped, never held).
@@ -31,8 +40,10 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bus.topology.models import parse_rfc3339
@@ -81,10 +92,23 @@ class Emission:
 
     alarm: dict[str, Any]
     first: dict[str, Any] | None = None
+    #: the store entries (name, version) whose content this emission publishes: hand them to
+    #: :meth:`StormMerger.forget` once it is acknowledged, not before.
+    discharges: tuple[tuple[str, int], ...] = ()
 
     @property
     def is_update(self) -> bool:
         return self.first is not None
+
+
+def entry_name(kind: str, camera_id: str, *window: Any) -> str:
+    """A store entry's name: JSON ``[kind, camera id, ...what tells the window apart]``."""
+    return json.dumps([kind, camera_id, *window], separators=(",", ":"))
+
+
+def entry_camera(name: str) -> str:
+    """The camera of a store entry: its partition is the camera's."""
+    return str(json.loads(name)[1])
 
 
 def raw_count(alarm: dict[str, Any]) -> int:
@@ -125,9 +149,24 @@ class _Group:
         self.last_ms = max(self.last_ms, other.last_ms)
         self.severity = _higher(self.severity, other.severity)
 
+    @property
+    def pending(self) -> bool:
+        """It absorbed alarms: an update is due when it closes."""
+        return self.count != raw_count(self.first)
+
+    def to_json(self, **extra: Any) -> str:
+        return json.dumps({**asdict(self), **extra}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str) -> tuple[_Group, dict[str, Any]]:
+        """The group, and the other fields it was stored with (``flap_start_ms``)."""
+        data = json.loads(raw)
+        group = cls(**{k: data.pop(k) for k in ("start_ms", "first", "count", "last_ms", "severity")})
+        return group, data
+
     def update(self) -> Emission | None:
         """The update emitted when the window closes; None if it absorbed nothing."""
-        if self.count == raw_count(self.first):
+        if not self.pending:
             return None
         out = dict(self.first)
         out["count"] = self.count
@@ -144,7 +183,19 @@ class _Flap:
     """Open flap window: CAMERA_OFFLINE alarms of all cameras since ``start_ms``, held."""
 
     start_ms: int
+    opened_by: str = ""  # the alarm id that opened it: two flaps may start at the same time
     cameras: dict[str, _Group] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> tuple[int, str]:
+        return self.start_ms, self.opened_by
+
+    def name(self, camera_id: str) -> str:
+        """Its store entry for ``camera_id``."""
+        return entry_name("flap", camera_id, self.start_ms, self.opened_by)
+
+    def stored(self, group: _Group, **extra: Any) -> str:
+        return group.to_json(flap_start_ms=self.start_ms, flap_opened_by=self.opened_by, **extra)
 
     @property
     def raw_count(self) -> int:
@@ -156,8 +207,17 @@ class StormMerger:
     windows at once, updates and flap decisions in event-time order of their window's close.
     ``flush`` closes every open window (idle city, shutdown, tests)."""
 
-    def __init__(self, config: StormConfig | None = None) -> None:
+    def __init__(self, config: StormConfig | None = None, store: MutableMapping[str, str] | None = None) -> None:
         self.config = config or StormConfig()
+        #: window key -> state (JSON) of the windows that hold something unpublished; None:
+        #: the windows live in memory only.
+        self.store = store
+        self._stored: dict[str, int] = {}  # name -> version of what store holds (or will, once written)
+        self._versions = itertools.count(1)
+        #: writes not yet made to ``store`` (name -> state, None: remove), in order; a name keeps
+        #: its first place, so a storm's entry is still written before the flap entry it replaced
+        #: is removed. The app writes them before every offset commit (:meth:`write_pending`).
+        self._pending: dict[str, str | None] = {}
         self.watermark: int | None = None
         self._partition_max: dict[int, int] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
@@ -191,6 +251,107 @@ class StormMerger:
     def open_windows(self) -> int:
         return len(self._groups) + (len(self._flap.cameras) if self._flap else 0)
 
+    def restore(self) -> list[Emission]:
+        """Reopen the windows of ``store`` that are not open here (after a restart, or when
+        partitions were assigned). Returns what to publish now: the decisions of flap windows
+        that had closed but whose entries were not forgotten yet (their emissions may not have
+        been acknowledged), the same versions with the same ids as when they closed."""
+        if self.store is None:
+            return []
+        self.write_pending()
+        out: list[Emission] = []
+        flaps: dict[tuple[int, str], dict[str, _Group]] = {}  # open at the crash (the latest), or closed unmarked
+        incidents: dict[tuple[int, str], dict[str, tuple[_Group, str]]] = {}
+        storms: dict[tuple[str, str], list[tuple[int, str, _Group]]] = {}
+        decided: list[tuple[str, _Group]] = []  # flap entries closed with each camera's own alarm
+        for name, raw in list(self.store.items()):
+            if raw is None or name in self._stored:
+                continue
+            kind, camera = json.loads(name)[:2]
+            group, extra = _Group.from_json(raw)
+            ref, closed = (extra.get("flap_start_ms"), extra.get("flap_opened_by", "")), extra.get("closed")
+            key = (camera, group.first["alarm_type"])
+            if kind == "storm" and key not in self._groups:
+                storms.setdefault(key, []).append((group.start_ms, name, group))
+            elif kind == "flap" and closed == "first":
+                decided.append((name, group))
+            elif kind == "flap" and closed == "incident":
+                incidents.setdefault(ref, {})[camera] = (group, name)
+            elif kind == "flap" and not (self._flap and camera in self._flap.cameras):
+                flaps.setdefault(ref, {})[camera] = group
+            else:
+                continue
+            self._stored[name] = next(self._versions)
+        out += [Emission(dict(group.first), discharges=self._discharge(name)) for name, group in decided]
+        for key, windows in storms.items():  # the latest is open; older ones had closed unacknowledged
+            windows.sort(key=lambda w: w[0])
+            for _, name, group in windows[:-1]:
+                update = group.update()
+                if update is not None:
+                    out.append(replace(update, discharges=self._discharge(name)))
+            self._put(key, windows[-1][2])
+        for (start, opened_by), members in sorted(incidents.items()):
+            flap = _Flap(start, opened_by, {camera: group for camera, (group, _) in members.items()})
+            discharges = tuple(d for _, name in members.values() for d in self._discharge(name))
+            out.append(Emission(self._incident(flap), discharges=discharges))
+        latest = max(flaps, default=None)
+        for ref in sorted(flaps):  # only one is open at a time: older ones had closed unmarked
+            if self._flap is not None and self._flap.ref != ref:
+                out += self._close_flap()
+            if self._flap is None:
+                self._flap = _Flap(*ref)
+            self._flap.cameras.update(flaps[ref])
+            if ref != latest:
+                out += self._close_flap()
+        return out
+
+    def forget(self, discharges: tuple[tuple[str, int], ...]) -> None:
+        """Remove store entries whose content was published (``Emission.discharges``), unless
+        saved again since (a new window of the same key)."""
+        for name, version in discharges:
+            if self._stored.get(name) == version:
+                self._forget(name)
+
+    # -- the store -------------------------------------------------------------------
+
+    def write_pending(self) -> int:
+        """Write what changed since the last call to ``store`` (a window absorbing alarms
+        writes its entry once per call, not once per alarm); returns how many writes. Call it
+        before committing the offsets of the alarms processed, so that the store is never
+        behind them."""
+        if self.store is None or not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        for name, state in pending.items():
+            if state is not None:
+                self.store[name] = state
+            elif name in self.store:
+                del self.store[name]
+        return len(pending)
+
+    def _save(self, name: str, state: str) -> None:
+        if self.store is not None:
+            self._pending[name] = state
+            self._stored[name] = next(self._versions)
+
+    def _forget(self, name: str) -> None:
+        """At once: only where what it held is published, or saved under another name of the
+        same camera (one changelog partition keeps the two writes in order)."""
+        if self._stored.pop(name, None) is not None:
+            self._pending[name] = None
+
+    def _discharge(self, name: str) -> tuple[tuple[str, int], ...]:
+        version = self._stored.get(name)
+        return ((name, version),) if version is not None else ()
+
+    @staticmethod
+    def _storm_name(key: tuple[str, str], group: _Group) -> str:
+        return entry_name("storm", key[0], key[1], group.first["alarm_id"])
+
+    def _save_storm(self, key: tuple[str, str], group: _Group) -> None:
+        if group.pending:
+            self._save(self._storm_name(key, group), group.to_json())
+
     # -- windows ---------------------------------------------------------------------
 
     def _late(self, ms: int) -> bool:
@@ -201,6 +362,7 @@ class StormMerger:
         group = self._groups.get(key)
         if group is not None and group.covers(ms, self.config.window_ms):
             group.absorb(alarm, ms)
+            self._save_storm(key, group)
             return []
         if (group is None and self._late(ms)) or (group is not None and ms < group.start_ms):
             return [Emission(dict(alarm))]  # too late for any window, or older than its key's: alone
@@ -218,12 +380,13 @@ class StormMerger:
             out += self._close_flap()
             flap = None
         if flap is None:
-            flap = self._flap = _Flap(start_ms=ms)
+            flap = self._flap = _Flap(ms, alarm["alarm_id"])
         group = flap.cameras.get(alarm["camera_id"])
         if group is None:
-            flap.cameras[alarm["camera_id"]] = _Group.open(alarm, ms)
+            group = flap.cameras[alarm["camera_id"]] = _Group.open(alarm, ms)
         else:
             group.absorb(alarm, ms)
+        self._save(flap.name(alarm["camera_id"]), flap.stored(group))
         return out
 
     def _put(self, key: tuple[str, str], group: _Group) -> None:
@@ -231,26 +394,43 @@ class StormMerger:
         heapq.heappush(self._closing, (group.start_ms, next(self._opened), key, group))
 
     def _close_group(self, key: tuple[str, str]) -> list[Emission]:
-        update = self._groups.pop(key).update()
-        return [update] if update is not None else []
+        group = self._groups.pop(key)
+        update = group.update()
+        if update is None:  # held nothing unpublished (never stored)
+            return []
+        return [replace(update, discharges=self._discharge(self._storm_name(key, group)))]
 
     def _close_flap(self) -> list[Emission]:
         flap, self._flap = self._flap, None
         if flap is None:
             return []
+        names = [flap.name(camera_id) for camera_id in flap.cameras]
+        # An entry that stays until its emission is acknowledged is marked with the decision,
+        # so that a restart publishes that again rather than reopening the window to later alarms.
         if len(flap.cameras) >= self.config.flap_threshold:
-            return [Emission(self._incident(flap))]
+            for (camera_id, group), name in zip(flap.cameras.items(), names):
+                if name in self._stored:
+                    self._save(name, flap.stored(group, closed="incident"))
+            discharges = tuple(d for name in names for d in self._discharge(name))
+            return [Emission(self._incident(flap), discharges=discharges)]
         out: list[Emission] = []
-        for camera_id, group in flap.cameras.items():  # not a flap: ordinary storms from here on
+        for (camera_id, group), name in zip(flap.cameras.items(), names):  # ordinary storms from here on
             key = (camera_id, OFFLINE)
             held = self._groups.get(key)
             if held is not None and held.covers(group.start_ms, self.config.window_ms):
                 held.absorb_group(group)  # its first alarm went out already
+                self._save_storm(key, held)
+                self._forget(name)  # after the storm's entry that took it over: one partition, in order
                 continue
             if held is not None:
                 out += self._close_group(key)
             self._put(key, group)
-            out.append(Emission(dict(group.first)))
+            if group.pending:  # the storm's entry holds its first alarm too
+                self._save_storm(key, group)
+                self._forget(name)
+            elif name in self._stored:
+                self._save(name, flap.stored(group, closed="first"))
+            out.append(Emission(dict(group.first), discharges=self._discharge(name)))
         return out
 
     def _incident(self, flap: _Flap) -> dict[str, Any]:
