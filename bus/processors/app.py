@@ -65,7 +65,7 @@ from confluent_kafka import Producer
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, faust_fetch_wait_ms, faust_settings, producer_config
-from bus.kafka.faust_transport import embedded_transport
+from bus.kafka.faust_transport import processors_transport
 from bus.ops.metrics import BusMonitor
 from bus.processors.cameras import CameraInfo, camera_from_status, enrich_alarm
 from bus.processors.encoding import DerivedEncoder, derived_ce_id
@@ -232,9 +232,8 @@ def build_app(
         # and keeps the committed position within half a second of the work done.
         broker_commit_interval=0.5,
     )
-    fetch_wait_ms = faust_fetch_wait_ms(settings)
-    if fetch_wait_ms is not None:  # before the first topic: app.topic() builds the transport
-        app.transport = embedded_transport(settings, fetch_wait_ms)(app.conf.broker_consumer, app)
+    # before the first topic: app.topic() builds the transport
+    app.transport = processors_transport(settings, faust_fetch_wait_ms(settings))(app.conf.broker_consumer, app)
     status_topic = app.topic(topics.statuses, key_serializer="raw", value_serializer="raw")
     import_topic = app.topic(topics.camera_import, key_serializer="raw", value_serializer="raw")
     alarm_topic = app.topic(topics.alarms, key_serializer="raw", value_serializer="raw")
