@@ -77,6 +77,7 @@ def test_the_processors_wait_as_the_profile_says(
 ) -> None:
     app = build_app(load_topology(REPO / "topology.yaml"), settings)
     assert worker_consumer(app, loop)._fetch_max_wait_ms == wait_ms
+    assert issubclass(app.transport.Consumer, FlowSafeConsumer)  # whatever the profile
 
 
 class ThreadStandIn:
