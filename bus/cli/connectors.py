@@ -10,12 +10,11 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
+from bus.cli.options import TopologyOption, cli_settings
 from bus.connectors import ConnectorRunner, StatusStore, describe_config, load_connector_class
 from bus.connectors.exceptions import ConnectorError
 from bus.connectors.registry import GROUP, installed_types
 from bus.errors import BusError
-from bus.kafka.config import KafkaSettings
 from bus.topology.loader import load_topology
 
 connector_app = typer.Typer(
@@ -70,7 +69,7 @@ def run(
 ) -> None:
     """Run one connector of the topology in the foreground until Ctrl-C (or SIGTERM)."""
     topo = load_topology(topology)
-    runner = ConnectorRunner(topo.connector(name), topo, KafkaSettings())
+    runner = ConnectorRunner(topo.connector(name), topo, cli_settings())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     runner.start()
@@ -99,7 +98,7 @@ def status(
     """State, worker, position and counters of the connectors, from any machine."""
     topo = load_topology(topology)
     names = [topo.connector(name).name] if name else [c.name for c in topo.connectors]
-    store = StatusStore(KafkaSettings(), topo.namespace)
+    store = StatusStore(cli_settings(), topo.namespace)
     try:
         known = store.read_all()
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
+from bus.cli.options import TopologyOption, cli_settings
 from bus.consume.decoder import Decoder
 from bus.kafka.config import KafkaSettings
 from bus.ops.deadletters import (
@@ -48,7 +48,7 @@ def list_dead_letters(
     Every dead-letter topic of the namespace is scanned (the connectors' and the router's);
     replayed ones are counted apart."""
     topo = load_topology(topology)
-    settings = KafkaSettings()
+    settings = cli_settings()
     topics = dead_letter_topics(topo, settings)
     rows = count(read_dead_letters(settings, topics), _replayed(settings, topo.namespace, bool(topics)))
     if as_json:
@@ -74,7 +74,7 @@ def show(
     if connector and topic:
         raise typer.BadParameter("give --connector or --topic, not both")
     topo = load_topology(topology)
-    settings = KafkaSettings()
+    settings = cli_settings()
     selection = Selection(connector, topic, error, parse_since(since) if since else None)
     topics = dead_letter_topics(topo, settings)
     letters = [d for d in read_dead_letters(settings, topics) if selection.matches(d)][-limit:]
@@ -105,7 +105,7 @@ def replay(
     canonical topic. Records keep their CloudEvents id; what was replayed is remembered, so
     a second replay sends only what is new."""
     topo = load_topology(topology)
-    replayer = Replayer(topo, KafkaSettings(), connector)
+    replayer = Replayer(topo, cli_settings(), connector)
     selection = Selection(topic=None, error=error, since=parse_since(since) if since else None)
 
     def progress(done: int, total: int) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
+from bus.cli.options import TopologyOption, cli_settings
 from bus.consume.tail import tail as tail_records
 from bus.errors import BusError
-from bus.kafka.config import KafkaSettings
 from bus.publish import Publisher
 from bus.publish.jsonl import open_jsonl, parse_record, read_jsonl
 from bus.topology.loader import load_topology
@@ -28,7 +27,7 @@ def publish(
     if (json_text is None) == (file is None):
         raise typer.BadParameter("give exactly one of --json TEXT or --file FILE.jsonl")
     topo = load_topology(topology)
-    with Publisher(topo, KafkaSettings()) as publisher:
+    with Publisher(topo, cli_settings()) as publisher:
         if json_text is not None:
             published = publisher.publish(event_type, department, parse_record(json_text))
             typer.echo(
@@ -74,7 +73,7 @@ def tail(
         if not topics:
             raise BusError(f"department {department!r} has no subscriptions in {topology}")
     for record in tail_records(
-        KafkaSettings(), topics, from_beginning=not from_end,
+        cli_settings(), topics, from_beginning=not from_end,
         max_records=max_records,
         idle_timeout_s=idle_timeout,
         exit_at_end=exit_at_end,

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
+from bus.cli.options import TopologyOption, cli_settings
 from bus.integrate.apply import apply as apply_plan
 from bus.integrate.asyncapi import asyncapi_document
 from bus.integrate.asyncapi import render as render_asyncapi
@@ -45,7 +45,7 @@ RegistryTopicOption = typer.Option(
 
 
 def _plan(path: Path, prune: bool, principal: str, registry_topic: str) -> tuple[Plan, Topology, KafkaSettings]:
-    settings = KafkaSettings()
+    settings = cli_settings()
     topology = load_topology(path)
     plan = make_plan(topology, settings, prune=prune, service_principal=principal, registry_topic=registry_topic or None)
     return plan, topology, settings

@@ -10,8 +10,7 @@ import structlog
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
-from bus.kafka.config import KafkaSettings
+from bus.cli.options import TopologyOption, cli_settings
 from bus.ops.burrow import DEFAULT_WINDOW
 from bus.ops.lag import (
     ONE_SHOT_INTERVAL_S,
@@ -70,7 +69,7 @@ def lag(
     if all_groups and groups:
         raise typer.BadParameter("give group names or --all, not both")
     selection, directory = _selection(groups or [], all_groups, topology)
-    settings = KafkaSettings()
+    settings = cli_settings()
     if not watch:
         options = LagOptions(window=window, samples=samples, sample_interval_s=sample_interval)
         report = measure(settings, selection, directory, options=options)

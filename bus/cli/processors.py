@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
-from bus.kafka.config import KafkaSettings
+from bus.cli.options import TopologyOption, cli_settings
 from bus.processors.app import import_cameras, run_worker
 from bus.processors.cameras import load_camera_file
 from bus.processors.storms import StormConfig
@@ -31,7 +30,7 @@ def process(
     """Run the stateful processors: alarms enriched from the camera table and storm-merged to
     <topic>.enriched. With --import-cameras FILE, load a camera registry file and exit."""
     topo = load_topology(topology)
-    settings = KafkaSettings()
+    settings = cli_settings()
     if import_cameras_file is not None:
         cameras = load_camera_file(import_cameras_file)
         typer.echo(f"{import_cameras(topo, settings, cameras)} cameras imported from {import_cameras_file}")

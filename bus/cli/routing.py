@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
-from bus.kafka.config import KafkaSettings
+from bus.cli.options import TopologyOption, cli_settings
 from bus.routing.router import DEFAULT_BATCH_SIZE
 from bus.routing.service import RoutingService
 from bus.topology.loader import load_topology
@@ -27,7 +26,7 @@ def route(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service = RoutingService(load_topology(topology), KafkaSettings(), instance=instance, batch_size=batch_size)
+    service = RoutingService(load_topology(topology), cli_settings(), instance=instance, batch_size=batch_size)
     service.prepare()
     lanes = len(service.routers) - 1
     typer.echo(f"router {instance}: {len(service.subscriptions)} subscriptions ({lanes} in lanes of their own, "

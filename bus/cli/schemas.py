@@ -5,8 +5,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import schemas_app
-from bus.cli.options import TopologyOption
-from bus.kafka.config import KafkaSettings
+from bus.cli.options import TopologyOption, cli_settings
 from bus.registry.client import registry_client, wait_for_registry
 from bus.schemas.check import check_schemas
 from bus.schemas.registration import ensure_registered
@@ -18,7 +17,7 @@ def check(topology: Path = TopologyOption) -> None:
     """Compare schemas/ with the registered versions under each event type's compatibility
     mode. Exit 1 if any change is incompatible; nothing is registered."""
     topo = load_topology(topology)
-    settings = KafkaSettings()
+    settings = cli_settings()
     wait_for_registry(settings)
     results = check_schemas(topo, registry_client(settings))
     for result in results:
@@ -33,7 +32,7 @@ def check(topology: Path = TopologyOption) -> None:
 def register(topology: Path = TopologyOption) -> None:
     """Register every event type's schema (after setting its subject's compatibility mode)."""
     topo = load_topology(topology)
-    settings = KafkaSettings()
+    settings = cli_settings()
     wait_for_registry(settings)
     client = registry_client(settings)
     for et in topo.event_types:

@@ -10,8 +10,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.cli.options import TopologyOption
-from bus.kafka.config import KafkaSettings
+from bus.cli.options import TopologyOption, cli_settings
 from bus.topology.graph import render_svg
 from bus.topology.loader import load_topology
 from bus.web.page import DEFAULT_INTERVAL_S, ClusterProvider, PageServer
@@ -55,7 +54,7 @@ def web(
 ) -> None:
     topo = load_topology(topology)
     token = os.environ.get("BUS_WEB_TOKEN") or None
-    provider = ClusterProvider(topo, KafkaSettings(), interval_s=interval)
+    provider = ClusterProvider(topo, cli_settings(), interval_s=interval)
     # Refuses a non-loopback address without a token, before anything polls or listens.
     server = PageServer(topo, provider, host=host, port=port, token=token, refresh_s=interval)
     with provider, server:

@@ -39,6 +39,24 @@ def wait_for_broker(settings: KafkaSettings, timeout_s: float | None = None) -> 
     return client
 
 
+#: The cluster id the embedded broker (tansu) reports in its metadata.
+EMBEDDED_CLUSTER_ID = "tansu_cluster"
+
+
+def with_detected_profile(settings: KafkaSettings, timeout_s: float = 2.0) -> KafkaSettings:
+    """``settings`` with the profile of the broker that answers there, when none was chosen
+    (``BUS_KAFKA_PROFILE`` unset): a command run without settings finds `bus up`'s broker on
+    the default address, the embedded one or Apache Kafka, and applies the embedded
+    workarounds to the first only. Unchanged when nothing answers (the command then says so)."""
+    if "kafka_profile" in settings.model_fields_set:
+        return settings
+    try:
+        metadata = admin(settings).list_topics(timeout=min(timeout_s, settings.connect_timeout_s))
+    except KafkaException:
+        return settings
+    return settings.with_broker(settings.bootstrap_servers, embedded=metadata.cluster_id == EMBEDDED_CLUSTER_ID)
+
+
 def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout_s: float = 15.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     client = wait_for_broker(settings)

@@ -25,5 +25,9 @@ class EmbeddedBrokerError(KafkaError):
     """The embedded broker binary could not be found or did not start."""
 
 
+class LocalKafkaError(KafkaError):
+    """A local Apache Kafka (``bus broker kafka``) could not be fetched, set up or started."""
+
+
 class DeliveryFailed(KafkaError):
     """The broker did not acknowledge a record."""

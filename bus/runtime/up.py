@@ -13,10 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from bus.demo.samples import sample
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.local import LocalKafka, default_data_dir
 from bus.kafka.config import KafkaSettings
 from bus.publish import Publisher
 from bus.registry.client import registry_client
@@ -37,7 +39,7 @@ Say = Callable[[str], None]
 class RunningCity:
     settings: KafkaSettings
     topology: Topology
-    broker: EmbeddedBroker | None
+    broker: EmbeddedBroker | LocalKafka | None
     registry: EmbeddedRegistry | None
     router: RoutingService | None = None
     monitor: BusMonitor | None = None
@@ -97,6 +99,9 @@ def run_city(
     settings: KafkaSettings | None = None,
     start_broker: bool | None = None,
     start_registry: bool | None = None,
+    engine: Literal["embedded", "kafka"] = "embedded",
+    data_dir: Path | None = None,
+    nodes: int = 1,
     broker_port: int | None = None,
     registry_port: int | None = None,
     with_router: bool = True,
@@ -109,8 +114,10 @@ def run_city(
 ) -> Iterator[RunningCity]:
     """Start the city's infrastructure; stop it all when the block ends.
 
-    By default the embedded broker starts unless ``BUS_BOOTSTRAP_SERVERS`` names a
-    cluster, and the embedded registry unless ``BUS_REGISTRY_URL`` names one."""
+    By default a broker starts unless ``BUS_BOOTSTRAP_SERVERS`` names a cluster: the embedded
+    one (memory only), or with ``engine="kafka"`` a local Apache Kafka of ``nodes`` nodes,
+    durable in ``data_dir`` (:func:`bus.kafka.local.default_data_dir` when None). The
+    embedded registry starts unless ``BUS_REGISTRY_URL`` names one."""
     if start_broker is None:
         start_broker = not os.environ.get("BUS_BOOTSTRAP_SERVERS")
     if start_registry is None:
@@ -121,8 +128,14 @@ def run_city(
     settings = settings or KafkaSettings()
     with contextlib.ExitStack() as stack:
         broker = None
-        if start_broker:
-            say("broker: starting the embedded Kafka broker (memory only) ...")
+        if start_broker and engine == "kafka":
+            folder = data_dir or default_data_dir(nodes)
+            say(f"broker: starting Apache Kafka ({nodes} node{'s' if nodes > 1 else ''}, data in {folder}) ...")
+            broker = stack.enter_context(LocalKafka(folder, nodes=nodes, port=broker_port, say=say))
+            settings = settings.with_broker(broker.bootstrap_servers, embedded=False)
+        elif start_broker:
+            say("broker: starting the embedded Kafka broker (memory only: everything is lost when the bus stops; "
+                "`bus up --broker kafka` keeps it) ...")
             broker = stack.enter_context(EmbeddedBroker(broker_port))
             settings = settings.with_broker(broker.bootstrap_servers, embedded=True)
         wait_for_broker(settings)

@@ -1,0 +1,525 @@
+"""A local Apache Kafka (KRaft) on loopback, started by the bus: one node, or three.
+
+The broker's jars come from Maven Central (``org.apache.kafka:kafka_2.13``, pinned below)
+through the machine's Maven, into a cache folder (``BUS_KAFKA_HOME``, default
+``~/.cache/citybus/kafka-<version>``): the first start downloads them, with a line per jar;
+every later start downloads nothing. Each node is a combined broker and controller (static
+quorum), with its own log folder under the data folder. The data folder is formatted once
+and then reused: stop the nodes (or kill them) and start them again on the same folder, and
+every topic, offset and transaction is there.
+
+Three nodes: the bus's topics get replication factor 3 and ``min.insync.replicas`` 2 (the
+brokers' defaults, which the bus's topic specs leave to the broker), as do Kafka's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import structlog
+
+from bus.kafka.broker import free_port, port_open, set_parent_death_signal
+from bus.kafka.exceptions import LocalKafkaError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient, ClusterMetadata
+
+log = structlog.get_logger(__name__)
+
+KAFKA_VERSION = "4.4.0"
+SCALA_VERSION = "2.13"
+#: The slf4j 1.7 binding for Kafka's log4j2 (Kafka pulls log4j-core 2.25.5 itself).
+LOG4J_VERSION = "2.25.5"
+MIN_JAVA = 17
+
+#: One line per node's Java process; heap enough for tests and a small city.
+JVM_OPTIONS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+
+MANIFEST = "bus-kafka.json"
+
+Say = Callable[[str], None]
+
+
+def default_home() -> Path:
+    if os.environ.get("BUS_KAFKA_HOME"):
+        return Path(os.environ["BUS_KAFKA_HOME"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "citybus" / f"kafka-{KAFKA_VERSION}"
+
+
+def default_data_dir(nodes: int) -> Path:
+    """Where `bus broker kafka` and `bus up --broker kafka` keep the city's data by default."""
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "citybus" / ("kafka" if nodes == 1 else f"kafka-{nodes}-nodes")
+
+
+# --- Java and Maven ---------------------------------------------------------------------------------
+
+
+def java_binary() -> str:
+    """The java to run Kafka with (JAVA_HOME's, else the PATH's), checked to be 17 or newer."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise LocalKafkaError(
+            "Apache Kafka needs Java 17 or newer, and no `java` was found: install a JDK "
+            "(Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME; "
+            "or run the embedded broker instead (`bus up --demo`, `bus broker embedded`)"
+        )
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8.0" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise LocalKafkaError(
+            f"Apache Kafka {KAFKA_VERSION} needs Java {MIN_JAVA} or newer; {java} is Java {major or '?'}: "
+            "install a newer JDK (Debian: apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one"
+        )
+    return java
+
+
+def _pom() -> str:
+    deps = [
+        ("org.apache.kafka", f"kafka_{SCALA_VERSION}", KAFKA_VERSION),
+        ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
+    ]
+    body = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>city.bus</groupId><artifactId>local-kafka</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{body}</dependencies></project>\n"
+    )
+
+
+def kafka_jars(home: Path | None = None, say: Say | None = None) -> Path:
+    """The folder of Kafka's jars, downloaded by Maven the first time (a line per jar)."""
+    home = home or default_home()
+    libs = home / "libs"
+    if (home / "complete").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise LocalKafkaError(
+            f"Apache Kafka's jars are not in {home} yet, and fetching them needs Maven: install it "
+            "(Debian: apt-get install maven), or set BUS_KAFKA_HOME to a folder that holds them "
+            "(libs/*.jar and a file named `complete`)"
+        )
+    java_binary()
+    home.mkdir(parents=True, exist_ok=True)
+    say = say or (lambda line: None)
+    say(f"kafka: fetching Apache Kafka {KAFKA_VERSION}'s jars from Maven Central into {home} (once) ...")
+    with tempfile.TemporaryDirectory(dir=home, prefix="fetch-") as tmp:
+        (Path(tmp) / "pom.xml").write_text(_pom())
+        staging = Path(tmp) / "libs"
+        proc = subprocess.Popen(
+            [mvn, "-B", "-f", str(Path(tmp) / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={staging}", "-Dmdep.includeScope=runtime"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = re.sub(r"\x1b\[[0-9;]*m", "", line.rstrip())
+            tail = (tail + [line])[-30:]
+            done = re.match(r"Downloaded from \S+: \S+/([^/]+\.jar) \((.+)\)", line)
+            if done:
+                say(f"kafka: downloaded {done.group(1)} ({done.group(2)})")
+        if proc.wait() != 0 or not any(staging.glob("kafka_*.jar")):
+            detail = "\n".join(line for line in tail if line.strip())
+            raise LocalKafkaError(
+                f"Maven could not fetch Apache Kafka {KAFKA_VERSION}'s jars (exit code {proc.returncode}); "
+                f"check that Maven Central is reachable (a proxy in ~/.m2/settings.xml?). Maven said:\n{detail}"
+            )
+        if libs.exists():
+            shutil.rmtree(libs)
+        staging.rename(libs)
+    (home / "complete").write_text(KAFKA_VERSION + "\n")
+    say(f"kafka: {len(list(libs.glob('*.jar')))} jars in {libs}")
+    return libs
+
+
+# --- Configuration ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+    folder: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _cluster_id() -> str:
+    """A random Kafka cluster id (base64url of 16 bytes); as Kafka's own, never starting with
+    '-' (the storage tool would read it as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def node_properties(node: Node, voters: str, nodes: int) -> str:
+    replicas = min(nodes, 3)
+    min_isr = 2 if nodes >= 3 else 1
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": node.node_id,
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(node.folder / "logs"),
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
+        "offsets.topic.num.partitions": 12,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "transaction.state.log.num.partitions": 12,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        # A group of one member starts at once (Kafka's default waits 3 s for more to join).
+        "group.initial.rebalance.delay.ms": 0,
+        "num.partitions": 1,
+        "auto.create.topics.enable": "true",
+        "log.retention.hours": 168,
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = out
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = info
+"""
+
+
+# --- The cluster ------------------------------------------------------------------------------------
+
+
+class LocalKafka:
+    """``nodes`` Apache Kafka processes on 127.0.0.1, durable in ``data_dir``.
+
+    Ports: the first node listens on ``port`` (a free one when None), the others on the next
+    ones; controllers on ``port + 100`` and up. A data folder remembers its ports and node
+    count; reusing it with other ones is refused."""
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        nodes: int = 1,
+        port: int | None = None,
+        home: Path | None = None,
+        die_with_parent: bool = True,
+        say: Say | None = None,
+    ) -> None:
+        if nodes not in (1, 3):
+            raise LocalKafkaError(f"--nodes must be 1 or 3, not {nodes}")
+        self.nodes_count = nodes
+        self._temporary = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="bus-kafka-"))
+        self.home = home or default_home()
+        self.die_with_parent = die_with_parent
+        self.say = say or (lambda line: None)
+        self._requested_port = port
+        self.nodes: list[Node] = []
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._logs: dict[int, IO[bytes]] = {}
+        self.cluster_id = ""
+
+    # -- addresses
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.address for node in self.nodes)
+
+    def pid(self, node_id: int) -> int | None:
+        proc = self._procs.get(node_id)
+        return proc.pid if proc and proc.poll() is None else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [pid for node in self.nodes if (pid := self.pid(node.node_id))]
+
+    def node(self, node_id: int) -> Node:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def log_path(self, node_id: int) -> Path:
+        return self.node(node_id).folder / "kafka.log"
+
+    # -- layout
+    def _plan(self) -> None:
+        manifest_path = self.data_dir / MANIFEST
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            if manifest["nodes"] != self.nodes_count:
+                raise LocalKafkaError(
+                    f"{self.data_dir} holds a {manifest['nodes']}-node Kafka, not {self.nodes_count}: "
+                    f"start it with --nodes {manifest['nodes']}, or give another --data folder"
+                )
+            if self._requested_port not in (None, manifest["port"]):
+                raise LocalKafkaError(
+                    f"{self.data_dir} holds a Kafka that listens on port {manifest['port']} (its clients and "
+                    f"its own metadata know that address): start it with --port {manifest['port']}, or give "
+                    "another --data folder"
+                )
+            port, controller_port, self.cluster_id = manifest["port"], manifest["controller_port"], manifest["cluster_id"]
+        else:
+            if self.data_dir.exists() and any(self.data_dir.iterdir()):
+                raise LocalKafkaError(
+                    f"{self.data_dir} is not empty and holds no Kafka of the bus ({MANIFEST} is missing): "
+                    "give an empty or new --data folder"
+                )
+            port = self._requested_port or _free_run(2 * self.nodes_count)
+            controller_port = port + 100 if self._requested_port else port + self.nodes_count
+            self.cluster_id = _cluster_id()
+        self.nodes = [
+            Node(i + 1, port + i, controller_port + i, self.data_dir / f"node-{i + 1}") for i in range(self.nodes_count)
+        ]
+        if not manifest_path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            manifest_path.write_text(json.dumps({
+                "kafka_version": KAFKA_VERSION, "nodes": self.nodes_count, "port": port,
+                "controller_port": controller_port, "cluster_id": self.cluster_id,
+            }, indent=2) + "\n")
+
+    def _write_configs(self) -> None:
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        for node in self.nodes:
+            node.folder.mkdir(parents=True, exist_ok=True)
+            (node.folder / "server.properties").write_text(node_properties(node, voters, self.nodes_count))
+            (node.folder / "log4j2.properties").write_text(LOG4J2)
+
+    def _java(self, node: Node, main: str, *args: str) -> list[str]:
+        return [
+            java_binary(), *JVM_OPTIONS,
+            f"-Dlog4j2.configurationFile={node.folder / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={node.folder}",
+            "-cp", str(self._libs / "*"), main, *args,
+        ]
+
+    def _format(self, node: Node) -> None:
+        if (node.folder / "logs" / "meta.properties").exists():
+            return
+        result = subprocess.run(
+            self._java(node, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
+                       "-c", str(node.folder / "server.properties"), "--ignore-formatted"),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise LocalKafkaError(
+                f"could not format Kafka's storage in {node.folder / 'logs'}: {(result.stdout + result.stderr)[-1500:]}"
+            )
+
+    # -- life cycle
+    def start(self, timeout_s: float = 90.0) -> "LocalKafka":
+        if self._procs:
+            return self
+        self._libs = kafka_jars(self.home, self.say)
+        self._plan()
+        busy = [p for n in self.nodes for p in (n.port, n.controller_port) if port_open("127.0.0.1", p)]
+        if busy:
+            raise LocalKafkaError(
+                f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use: stop what listens there "
+                "(another `bus broker`?) or choose another --port"
+            )
+        self._write_configs()
+        with concurrent.futures.ThreadPoolExecutor(self.nodes_count) as pool:
+            list(pool.map(self._format, self.nodes))
+        for node in self.nodes:
+            self.start_node(node.node_id)
+        self.wait_ready(timeout_s)
+        log.info("local kafka started", bootstrap_servers=self.bootstrap_servers, nodes=self.nodes_count,
+                 data_dir=str(self.data_dir))
+        return self
+
+    def start_node(self, node_id: int) -> None:
+        """Start one node (again); returns at once (``wait_ready`` waits for the cluster)."""
+        node = self.node(node_id)
+        if self.pid(node_id):
+            return
+        if node_id in self._logs:
+            self._logs.pop(node_id).close()
+        self._logs[node_id] = open(node.folder / "kafka.log", "ab")
+        self._procs[node_id] = subprocess.Popen(
+            self._java(node, "kafka.Kafka", str(node.folder / "server.properties")),
+            stdout=self._logs[node_id],
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=set_parent_death_signal if self.die_with_parent else None,
+            # Its own session: Ctrl-C must not reach it before the parts that still write to it stop.
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Until every running node is a registered broker that answers metadata, and every
+        partition has a leader."""
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout_s
+        expected = {n.node_id for n in self.nodes if self.pid(n.node_id)}
+        while True:
+            for node in self.nodes:
+                proc = self._procs.get(node.node_id)
+                if proc is not None and proc.poll() is not None and node.node_id in expected:
+                    tail = _tail(self.log_path(node.node_id))
+                    raise LocalKafkaError(
+                        f"Kafka node {node.node_id} exited with code {proc.returncode} while starting "
+                        f"(log {self.log_path(node.node_id)}):\n{tail}"
+                    )
+            seen: set[int] = set()
+            leaderless: list[str] = []
+            live = [n.address for n in self.nodes if n.node_id in expected and port_open("127.0.0.1", n.port)]
+            if live:
+                try:
+                    client = AdminClient({"bootstrap.servers": ",".join(live), "logger": _QUIET})
+                    metadata = client.list_topics(timeout=2)
+                    seen = set(metadata.brokers)
+                    # After an unclean stop a node answers before it leads its partitions again.
+                    leaderless = [
+                        f"{topic.topic}[{p.id}]" for topic in metadata.topics.values()
+                        for p in topic.partitions.values() if p.leader < 0 or p.error is not None
+                    ]
+                    if expected <= seen and not leaderless:
+                        leaderless = _not_serving(client, metadata)
+                except Exception:  # not answering yet
+                    seen, leaderless = set(), []
+            if expected <= seen and not leaderless:
+                return
+            if time.monotonic() > deadline:
+                missing = sorted(expected - seen)
+                if not missing:
+                    raise LocalKafkaError(
+                        f"Kafka's partitions {', '.join(leaderless[:5])} have no leader {timeout_s:g} s after "
+                        f"the start; see {self.log_path(self.nodes[0].node_id)}"
+                    )
+                raise LocalKafkaError(
+                    f"Kafka node(s) {missing} did not become ready within {timeout_s:g} s; see "
+                    + ", ".join(str(self.log_path(i)) for i in missing)
+                )
+            time.sleep(0.2)
+
+    def kill_node(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        proc = self._procs.get(node_id)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                proc.wait(10)
+
+    def stop_node(self, node_id: int, timeout_s: float = 30.0) -> None:
+        proc = self._procs.get(node_id)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a frozen node cannot shut down
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self._procs.pop(node_id, None)
+        if node_id in self._logs:
+            self._logs.pop(node_id).close()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop every node (controlled shutdown, then kill after ``timeout_s``); a temporary
+        data folder is removed."""
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(self._procs))) as pool:
+            list(pool.map(lambda node_id: self.stop_node(node_id, timeout_s), list(self._procs)))
+        if self._temporary:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        log.info("local kafka stopped", data_dir=str(self.data_dir))
+
+    def wait(self) -> int:
+        """Block until a node exits (foreground `bus broker kafka`); its exit code."""
+        while True:
+            for proc in self._procs.values():
+                code = proc.poll()
+                if code is not None:
+                    return code
+            time.sleep(0.5)
+
+    def __enter__(self) -> "LocalKafka":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+#: The readiness probe's librdkafka logger: refused connections while a node starts are expected.
+_QUIET = logging.getLogger("bus.kafka.local.probe")
+_QUIET.setLevel(logging.CRITICAL)
+_QUIET.propagate = False
+
+
+def _not_serving(client: "AdminClient", metadata: "ClusterMetadata") -> list[str]:
+    """Partitions whose leader does not answer ListOffsets yet: metadata names a leader before
+    that node has loaded the partition's log (NOT_LEADER_FOR_PARTITION for a while)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    wanted = {
+        TopicPartition(topic.topic, p): OffsetSpec.latest()
+        for topic in metadata.topics.values() for p in topic.partitions
+    }
+    if not wanted:
+        return []
+    failing = []
+    for tp, future in client.list_offsets(wanted, request_timeout=5).items():
+        try:
+            future.result()
+        except Exception:
+            failing.append(f"{tp.topic}[{tp.partition}]")
+    return failing
+
+
+def _free_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports on 127.0.0.1."""
+    for _ in range(200):
+        first = free_port()
+        if first + count < 65535 and not any(port_open("127.0.0.1", first + i) for i in range(count)):
+            return first
+    raise LocalKafkaError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:].strip()
+    except OSError:
+        return ""
