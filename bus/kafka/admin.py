@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec, TopicMetadata
 
 from bus.kafka.config import KafkaSettings, admin_config
 from bus.kafka.exceptions import BrokerUnreachable, KafkaError
@@ -81,13 +82,39 @@ def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout_s: fl
 
 
 def _wait_visible(client: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Until the new topics are in metadata and every partition's leader answers: a broker
+    names a new partition's leader before it has made the log, and a read of its ends
+    meanwhile fails with NOT_LEADER_FOR_PARTITION."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        topics = client.list_topics(timeout=timeout_s).topics
-        if all(n in topics and not topics[n].error for n in names):
+        metadata = client.list_topics(timeout=timeout_s)
+        topics = metadata.topics
+        if all(n in topics and not topics[n].error for n in names) and not unserved_partitions(
+            client, [topics[n] for n in names]
+        ):
             return
         time.sleep(0.05)
-    raise KafkaError(f"topics {names} were created but did not appear in metadata within {timeout_s:g} s")
+    raise KafkaError(f"topics {names} were created but their partitions had no leader within {timeout_s:g} s")
+
+
+def unserved_partitions(client: AdminClient, topics: Iterable[TopicMetadata]) -> list[str]:
+    """The partitions of ``topics`` without a leader that answers ListOffsets, as topic[p]."""
+    wanted = {}
+    failing = []
+    for topic in topics:
+        for p in topic.partitions.values():
+            if p.leader < 0 or p.error is not None:
+                failing.append(f"{topic.topic}[{p.id}]")
+            else:
+                wanted[TopicPartition(topic.topic, p.id)] = OffsetSpec.latest()
+    if failing or not wanted:
+        return failing
+    for tp, future in client.list_offsets(wanted, request_timeout=5).items():
+        try:
+            future.result()
+        except KafkaException:
+            failing.append(f"{tp.topic}[{tp.partition}]")
+    return failing
 
 
 def delete_topics(settings: KafkaSettings, names: list[str], timeout_s: float = 15.0) -> None:

@@ -2,7 +2,9 @@
 
 Each batch read from the canonical topics is routed to the subscription topics and its
 input offsets are committed in the same transaction, so a crash neither loses nor
-duplicates a routed record on a broker that implements transactions.
+duplicates a routed record on a broker that implements transactions. On Kafka the input
+offsets are committed through a transaction only, a batch without outputs included (a
+transaction of offsets only).
 
 The embedded broker hides open transactions from read_committed readers but shows the
 records of *aborted* ones (a killed router's open transaction is aborted when its
@@ -402,6 +404,11 @@ class Router:
             for msg in batch:
                 self._route_one(msg)  # the first output begins the transaction (_produce)
             positions = self._consumer.position(self._consumer.assignment())
+            if not self._in_transaction and not self.settings.embedded:
+                # No outputs: the position still goes through a transaction (of offsets only),
+                # so input offsets are never committed any other way.
+                producer.begin_transaction()
+                self._in_transaction = True
             transaction = self._in_transaction
             if transaction:
                 metadata = self._consumer.consumer_group_metadata()
@@ -452,12 +459,13 @@ class Router:
         )
 
     def _commit_position(self, positions: list[TopicPartition]) -> None:
-        """A batch that routed nothing (every record filtered out, or before its start) has
-        no outputs to commit atomically with: the consumer commits its position.
+        """The embedded broker only: a batch that routed nothing (every record filtered out,
+        or before its start) has its position committed by the consumer.
 
-        A transaction of offsets only would do on Kafka, but the embedded broker drops the
-        offsets of a transaction that wrote no record: a router whose last records were all
-        filtered out stayed behind them for good, and read them again after each restart."""
+        On Kafka such a batch commits in a transaction of offsets only; the embedded broker
+        drops the offsets of a transaction that wrote no record (a router whose last records
+        were all filtered out stayed behind them for good, and read them again after each
+        restart)."""
         assert self._consumer is not None
         offsets = [tp for tp in positions if tp.offset >= 0]  # partitions not read yet have none
         if offsets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -54,7 +55,11 @@ def test_a_transaction_marker_ends_a_partition(kafka_settings: KafkaSettings, to
     for n in range(10):
         producer.produce(topic, value=b"%d" % n, partition=0)
     producer.commit_transaction(30)
-    reported = _reported(kafka_settings, topic, 1)
+    # Kafka writes the markers after the commit returns: a read_committed reader's end (the
+    # last stable offset) reaches them a moment later.
+    deadline = time.monotonic() + 15
+    while (reported := _reported(kafka_settings, topic, 1)) != {(topic, 0): 11} and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert reported == {(topic, 0): 11}  # ten records and the marker
     with capture_logs() as logs:
         assert ends_past_last_batch(kafka_settings, reported, timeout_s=30) == {(topic, 0): 11}

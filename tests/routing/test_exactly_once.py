@@ -83,7 +83,9 @@ def _positions(city: City) -> list[tuple[str, TopicPartition, int]]:
     """(group, committed position, high watermark) of every router group's partitions."""
     out = []
     for group, tps in _router_groups(city).items():
-        consumer = Consumer(consumer_config(city.settings, group_id=group, client_id="lag-probe"))
+        # Not read_committed: such a reader asks for stable offsets, which Kafka withholds while
+        # a killed router's transaction is open (until the next router fences it).
+        consumer = Consumer(consumer_config(city.settings, group_id=group, client_id="lag-probe", read_committed=False))
         try:
             for tp in consumer.committed(tps, timeout=10):
                 out.append((group, tp, consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]))

@@ -265,10 +265,12 @@ def test_an_aborted_transaction_is_routed_again_without_duplicates(small_city: t
         assert len(ids) == 20 and len(set(ids)) == 20, f"{route.subscription}: {len(ids)} records, {len(set(ids))} distinct"
 
 
+@pytest.mark.embedded
 def test_a_batch_that_routes_nothing_still_commits_its_position(small_city: tuple) -> None:
     """Records every route filters out leave no outputs to commit with. The position is
-    committed all the same (the embedded broker drops the offsets of a transaction that
-    wrote nothing), so the group ends caught up and a restart does not read them again."""
+    committed all the same (on Kafka in a transaction of offsets only; on the embedded broker,
+    which drops the offsets of a transaction that wrote nothing, by the consumer), so the group
+    ends caught up and a restart does not read them again."""
     from confluent_kafka import Consumer, TopicPartition
 
     from bus.kafka.config import consumer_config
@@ -292,13 +294,14 @@ def test_a_batch_that_routes_nothing_still_commits_its_position(small_city: tupl
     router = Router(topology, settings, select=lambda s: s.name == "offline")  # ONLINE: filtered out
     with RunningRouter(router):
         wait_until(lambda: router.stats.committed_in >= 6, what="6 records committed")
-        assert router.stats.records_out == 0 and router.stats.transactions == 0
+        assert router.stats.records_out == 0
+        assert (router.stats.transactions == 0) == settings.embedded, router.stats  # Kafka: offsets-only transactions
         rows = committed_and_ends(router.group)
         assert all(committed == end for committed, end in rows if end > 0), rows
 
         with Publisher(topology, settings) as publisher:  # an output: a transaction again
             publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": "OFFLINE"})
-        wait_until(lambda: router.stats.transactions == 1, what="a transaction for the output")
+        wait_until(lambda: router.stats.committed_out == 1, what="a transaction for the output")
     rows = committed_and_ends(router.group)
     assert sum(end for _, end in rows) == 7 and all(committed == end for committed, end in rows if end > 0), rows
     assert len(list(tail(settings, [router.routes["camera_status"][0].topic], exit_at_end=True))) == 1
@@ -330,6 +333,9 @@ class _RouterFailingPositionCommitOnce(Router):
         self._consumer = self.wrapper  # type: ignore[assignment]
 
 
+@pytest.mark.embedded
+@pytest.mark.only_on("embedded", reason="on Kafka a batch without outputs commits its position in a transaction, "
+                     "never from the consumer (test_input_offsets_are_committed_only_through_the_open_transaction)")
 def test_a_failed_position_commit_reads_the_batch_again(small_city: tuple) -> None:
     """A batch without outputs whose position commit fails is read again (it routes nothing
     again) and committed then; the router goes on instead of failing."""
@@ -344,3 +350,85 @@ def test_a_failed_position_commit_reads_the_batch_again(small_city: tuple) -> No
     assert router.wrapper.commits >= 2
     assert router.stats.records_in > 4  # the failed batch was read again
     assert router.stats.records_out == 0 and router.stats.transactions == 0
+
+
+class _CommitSpy:
+    """Records how the router's consumer and producer commit: any consumer commit, and each
+    producer call of the transaction protocol in order (the first commit fails with an error
+    that requires aborting, as a broker may answer under load)."""
+
+    def __init__(self, target, calls: list[str]) -> None:
+        self._target = target
+        self.calls = calls
+
+    def __getattr__(self, name):
+        attr = getattr(self._target, name)
+        if name in ("commit", "store_offsets", "begin_transaction", "send_offsets_to_transaction",
+                    "commit_transaction", "abort_transaction"):
+            def spied(*args, **kwargs):
+                if name == "commit_transaction" and "commit_transaction (fails)" not in self.calls:
+                    self.calls.append("commit_transaction (fails)")
+                    self._target.flush(10)
+                    from confluent_kafka import KafkaError, KafkaException
+
+                    raise KafkaException(KafkaError(KafkaError._STATE, "injected: abort required",
+                                                    txn_requires_abort=True))
+                self.calls.append(name)
+                return attr(*args, **kwargs)
+            return spied
+        return attr
+
+
+class _SpiedRouter(Router):
+    def _open(self) -> None:
+        super()._open()
+        self.calls: list[str] = []
+        self._consumer = _CommitSpy(self._consumer, self.calls)  # type: ignore[assignment]
+        self._producer = _CommitSpy(self._producer, self.calls)  # type: ignore[assignment]
+
+
+@pytest.mark.only_on("kafka", reason="the embedded broker drops the offsets of a transaction that wrote no record: "
+                     "there a batch without outputs is committed by the consumer")
+def test_input_offsets_are_committed_only_through_the_open_transaction(small_city: tuple) -> None:
+    """Batches with outputs, batches whose records are all filtered out, and an aborted
+    transaction: the router's consumer never commits, and every input offset reaches the
+    group through send_offsets_to_transaction inside an open transaction that commits (or
+    aborts, and the batch is routed again). The group ends caught up, every output once."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bus.kafka.config import consumer_config
+
+    topology, settings = small_city
+    rng = random.Random(23)
+    statuses = ["ONLINE"] * 6 + ["OFFLINE"] * 6 + ["ONLINE"] * 6
+    router = _SpiedRouter(topology, settings, select=lambda s: s.name == "offline")  # ONLINE: filtered out
+    with RunningRouter(router), Publisher(topology, settings) as publisher:
+        for n, status in enumerate(statuses, 1):  # three batches at least: without outputs, with, without
+            publisher.publish("camera_status", "police", GENERATORS["camera_status"](rng) | {"status": status})
+            if n % 6 == 0:
+                wait_until(lambda: router.stats.committed_in >= n, what=f"{n} records committed")
+    calls = router.calls
+    assert "commit" not in calls and "store_offsets" not in calls, calls
+    assert "commit_transaction (fails)" in calls and "abort_transaction" in calls, calls
+    open_transaction = False
+    for call in calls:
+        if call == "begin_transaction":
+            assert not open_transaction, calls
+            open_transaction = True
+        elif call == "send_offsets_to_transaction":
+            assert open_transaction, f"offsets sent outside a transaction: {calls}"
+        elif call in ("commit_transaction", "abort_transaction"):
+            assert open_transaction, calls
+            open_transaction = False
+    assert router.stats.transactions >= 3  # with outputs and without
+    topic = topology.event_type("camera_status").topic
+    partitions = [TopicPartition(topic, p) for p in range(topology.event_type("camera_status").partitions)]
+    consumer = Consumer(consumer_config(settings, group_id=router.group, client_id="test-probe"))
+    try:
+        rows = [(tp.offset, consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1])
+                for tp in consumer.committed(partitions, timeout=10)]
+    finally:
+        consumer.close()
+    assert all(committed == end for committed, end in rows if end > 0), rows
+    ids = [r.headers["ce_id"] for r in tail(settings, [router.routes["camera_status"][0].topic], exit_at_end=True)]
+    assert len(ids) == 6 and len(set(ids)) == 6
