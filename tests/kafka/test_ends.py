@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from structlog.testing import capture_logs
 
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
 from bus.kafka.ends import ends_past_last_batch
+
+# Necessary on the embedded broker, a no-op on Kafka: shown on both engines.
+pytestmark = pytest.mark.embedded
 
 
 def _reported(settings: KafkaSettings, topic: str, partitions: int) -> dict[tuple[str, int], int]:

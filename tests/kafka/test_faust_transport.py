@@ -21,6 +21,9 @@ from bus.processors.app import build_app
 from bus.topology.loader import load_topology
 from tests.fixtures.city import REPO
 
+# faust's transport holds on both engines.
+pytestmark = pytest.mark.embedded
+
 FAUST_BUILT_IN_WAIT_MS = 1500
 
 

@@ -30,11 +30,11 @@ from bus.ops.lag import (
 from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from tests.fixtures.city import write_city_topology
-from tests.ops.helpers import commit, produce, wait_until
+from tests.ops.helpers import commit, last_stable_offset, past_now, produce, send, wait_until
 
-T0 = 1_800_000_000.0  # a fixed "now" for the windows (epoch seconds)
+T0 = past_now()  # a fixed "now" for the windows (epoch seconds, an hour ago: see past_now)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.embedded]  # lag must read the same on both engines
 
 
 def monitor_for(settings: KafkaSettings, *groups: str, **kwargs) -> LagMonitor:
@@ -70,8 +70,7 @@ def test_the_time_probe_reads_a_record_larger_than_its_fetch_size(
     first_ms = int(T0 * 1000) - 60_000
     producer = Producer(producer_config(kafka_settings, client_id="lag-test-producer"))
     for i in range(6):
-        producer.produce(topic, value=bytes(200_000), partition=0, timestamp=first_ms + i * 1000)
-        assert producer.flush(10) == 0
+        send(producer, topic, bytes(200_000), partition=0, timestamp=first_ms + i * 1000)
     assert PROBE_FETCH["max.partition.fetch.bytes"] < 200_000
 
     times = OffsetReader(kafka_settings).first_unconsumed_times({(topic, 0): 2}, {(topic, 0): 6}, timeout_s=20)
@@ -261,6 +260,10 @@ def test_a_transaction_marker_is_lag_in_records_but_not_in_seconds(
     for i in range(3):
         producer.produce(topic, value=b"x", partition=0, timestamp=int(T0 * 1000) + i)
     producer.commit_transaction(10)  # records 0-2, marker at 3, end 4
+    # Kafka's coordinator writes the marker after commit_transaction() returns: the end
+    # (high watermark, and the last stable offset a read_committed reader stops at) reaches
+    # 4 a moment later.
+    wait_until(lambda: last_stable_offset(kafka_settings, topic, 0) == 4, 10, "the commit marker to land")
     commit(kafka_settings, group, topic, 0, 3)
     started = time.monotonic()
     monitor = monitor_for(kafka_settings, group, options=LagOptions(time_lag="record"))

@@ -190,6 +190,7 @@ def _published_offsets(settings: KafkaSettings, topic: str, partition: int, coun
     return offsets
 
 
+@pytest.mark.embedded
 @pytest.mark.parametrize("exact_data", [False, True])
 def test_published_records_are_batched_on_the_embedded_broker_unless_asked(city: City, exact_data: bool) -> None:
     """What departments publish goes in multi-record batches (the embedded broker's cost per

@@ -30,6 +30,9 @@ from bus.routing.router import SRC_HEADER
 from tests.fixtures.city import REPO, City
 from tests.routing.test_router import _read_raw
 
+# Exactly-once on both engines (on the embedded one with the router's recovery by source position).
+pytestmark = pytest.mark.embedded
+
 KILLS = 10
 
 

@@ -246,6 +246,7 @@ class _RouterFailingOnce(Router):
         self._producer = self.wrapper  # type: ignore[assignment]
 
 
+@pytest.mark.embedded
 @pytest.mark.parametrize("one_camera", [False, True], ids=["many-cameras", "one-camera"])
 def test_an_aborted_transaction_is_routed_again_without_duplicates(small_city: tuple, one_camera: bool) -> None:
     """One camera: the aborted transaction's outputs are one multi-record batch per output
