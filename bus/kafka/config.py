@@ -297,6 +297,18 @@ def faust_settings(settings: KafkaSettings) -> dict[str, Any]:
         conf.update({"broker_session_timeout": 6.0, "broker_heartbeat_interval": 1.0})
         if settings.single_record_batches == "all":
             conf.update({"producer_linger": 0.0, "producer_max_batch_size": 1})
+    else:
+        # A killed worker (SIGKILL, OOM) sends no LeaveGroup: Kafka keeps it in the group, holding
+        # every partition, until its session times out, and its restarted successor's join waits
+        # for that. faust's default session is 60 s: on Apache Kafka 4.4 a restarted worker sat in
+        # "(Re-)joining group" for 60 s while no alarm was enriched (the SIGKILL case of
+        # tests/processors/test_app.py). 10 s (Kafka's own default before 3.0; the broker's floor
+        # is 6 s) bounds that stall; the heartbeats run on the consumer's own thread, not behind
+        # the agents. Heartbeats every second (faust: 3 s) leave ten per session, and a live worker
+        # hears of a rebalance (a worker joining) at its next heartbeat. Static membership
+        # (group_instance_id) would spare the restart's wait but needs a stable, unique id per
+        # worker and keeps a worker that stopped for good in the group for its whole session.
+        conf.update({"broker_session_timeout": 10.0, "broker_heartbeat_interval": 1.0})
     return conf
 
 

@@ -89,6 +89,8 @@ log = structlog.get_logger(__name__)
 IMPORT_TOPIC = "city.processors.camera_import"
 SLA_TOPIC = "city.processors.camera_sla"
 AVAILABILITY_TOPIC = "bus-camera-availability"
+#: the faust tables (their changelogs are ``<app id>-<table>-changelog``)
+CAMERAS_TABLE, SLA_TABLE, WINDOWS_TABLE = "cameras", "camera_sla", "storm_windows"
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,20 @@ def app_id(topology: Topology) -> str:
     return topic_name(topology.namespace, "bus-processors")
 
 
+def changelog_topic(topology: Topology, table: str) -> str:
+    """The changelog faust writes a table of the processors to (faust's own naming)."""
+    return f"{app_id(topology)}-{table}-changelog"
+
+
 def ensure_processor_topics(topology: Topology, settings: KafkaSettings) -> ProcessorTopics:
+    """Create the processors' topics, faust's changelogs included. faust would create those as
+    its tables start, moments before its consumer joins the group; on Apache Kafka the new topics
+    were then missing from the consumer's metadata (``not found in cluster metadata``): the
+    assignor left their partitions to nobody ("Ignoring missing topic") until the metadata's
+    refresh, up to 5 minutes, and the first camera_status record written to ``camera_sla``
+    crashed its agent (``PartitionsMismatch``: the changelog "has 0 partitions"), losing that
+    record's SLA entry. Created here, they exist (and are visible) before the worker starts,
+    with the cluster's default replication rather than faust's ``topic_replication_factor``."""
     topics = processor_topics(topology)
     ensure_topics(
         settings,
@@ -133,6 +148,10 @@ def ensure_processor_topics(topology: Topology, settings: KafkaSettings) -> Proc
             TopicSpec(topics.sla, topics.status_partitions),
             TopicSpec.compacted(topics.availability),
             TopicSpec(topology.event_type("city_case").topic, topology.event_type("city_case").partitions),
+            *(TopicSpec.compacted(changelog_topic(topology, table), partitions)
+              for table, partitions in ((CAMERAS_TABLE, topics.status_partitions),
+                                        (SLA_TABLE, topics.status_partitions),
+                                        (WINDOWS_TABLE, topics.alarm_partitions))),
         ],
     )
     return topics
@@ -242,11 +261,11 @@ def build_app(
     sla_topic = app.topic(topics.sla, key_serializer="raw", value_serializer="raw")
     availability_topic = app.topic(topics.availability, key_serializer="raw", value_serializer="raw")
     case_encoder = DerivedEncoder(topology, settings, "city_case", topology.event_type("city_case").topic)
-    cameras = app.Table("cameras", default=None, partitions=topics.status_partitions)
-    sla_table = app.Table("camera_sla", default=None, partitions=topics.status_partitions)
+    cameras = app.Table(CAMERAS_TABLE, default=None, partitions=topics.status_partitions)
+    sla_table = app.Table(SLA_TABLE, default=None, partitions=topics.status_partitions)
     decoder = Decoder(registry_client(settings))
     encoder = DerivedEncoder(topology, settings, "camera_alarm", topics.enriched)
-    windows = app.tables.add(WindowsTable(app, name="storm_windows", default=None, beacon=app.tables.beacon,
+    windows = app.tables.add(WindowsTable(app, name=WINDOWS_TABLE, default=None, beacon=app.tables.beacon,
                                           partitions=topics.alarm_partitions,
                                           help="Open storm and flap windows' unpublished alarms."))
     merger = StormMerger(storms, store=windows)

@@ -11,7 +11,11 @@ of the population base (a backfill lane). Departments keep publishing while:
   statistics database, in turn) are each SIGKILLed 7 times (21 kills), each kill at a
   random point shortly after the part made progress again; nobody restarts them but the
   supervisor;
-- the broker is frozen with SIGSTOP for 10 s, then resumed;
+- the broker fails: the embedded one is frozen with SIGSTOP for 10 s, then resumed; on a
+  three-node Apache Kafka (replication factor 3, min.insync.replicas 2) the node that leads
+  most of the partitions the router writes is SIGKILLed, another is frozen for 10 s while
+  the first is still down (the controllers lose their quorum meanwhile), then the killed
+  one is started again;
 - the emergency wall's endpoint answers slowly, then goes down (connections refused and
   dropped), then comes back.
 
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bus.consume.decoder import Decoder
 from bus.consume.tail import tail
@@ -53,7 +58,8 @@ from bus.demo.samples import DISTRICTS, GENERATORS
 from bus.errors import BusError
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.broker import EmbeddedBroker
-from bus.kafka.config import KafkaSettings
+from bus.kafka.config import KafkaSettings, consumer_config
+from bus.kafka.local import LocalKafka
 from bus.ops.lag import OffsetReader, connector_group, router_group
 from bus.processors.app import app_id, ensure_processor_topics, processor_topics
 from bus.processors.storms import FLAP_CAMERA_ID, OFFLINE, raw_count
@@ -83,32 +89,45 @@ FLAP_CAMERAS = 4  # offline cameras within 1 s that make a network flap (some do
 
 
 @dataclass
+class OwnBroker:
+    """The test's own broker: the embedded one, or a three-node Apache Kafka."""
+
+    settings: KafkaSettings
+    embedded: EmbeddedBroker | None = None
+    kafka: LocalKafka | None = None
+
+
+@dataclass
 class Bus:
     topology: Topology
     settings: KafkaSettings
-    broker: EmbeddedBroker
+    broker: OwnBroker
     supervisor: Supervisor
     endpoints: dict[str, Endpoint]
     database: Database
     said: list[str] = field(default_factory=list)
 
 
-@pytest.fixture
-def own_broker() -> Iterator[tuple[EmbeddedBroker, KafkaSettings]]:
-    """A broker and registry of this test's own: it freezes the broker."""
-    with EmbeddedBroker() as broker:
-        settings = KafkaSettings().with_broker(broker.bootstrap_servers, embedded=True)
-        wait_for_broker(settings)
-        registry = EmbeddedRegistry(settings).start()
-        try:
-            yield broker, settings.with_registry(registry.url)
-        finally:
-            registry.stop()
+@pytest.fixture(params=["embedded", "kafka-3-nodes"])
+def own_broker(request: pytest.FixtureRequest) -> Iterator[OwnBroker]:
+    """A broker and registry of this test's own: it fails the broker."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "embedded":
+            embedded = stack.enter_context(EmbeddedBroker())
+            own = OwnBroker(KafkaSettings().with_broker(embedded.bootstrap_servers, embedded=True), embedded=embedded)
+        else:
+            kafka = stack.enter_context(LocalKafka(nodes=3))
+            own = OwnBroker(KafkaSettings().with_broker(kafka.bootstrap_servers, embedded=False), kafka=kafka)
+        wait_for_broker(own.settings)
+        registry = EmbeddedRegistry(own.settings).start()
+        stack.callback(registry.stop)
+        own.settings = own.settings.with_registry(registry.url)
+        yield own
 
 
 @pytest.fixture
-def running_bus(tmp_path: Path, own_broker: tuple, database: Database) -> Iterator[Bus]:  # noqa: F811
-    broker, settings = own_broker
+def running_bus(tmp_path: Path, own_broker: OwnBroker, database: Database) -> Iterator[Bus]:  # noqa: F811
+    broker, settings = own_broker, own_broker.settings
     endpoints = {name: Endpoint(hmac_key=f"{name}-key").start() for name in WEBHOOKS}
     config = {name: {"url": endpoint.url, **RETRIES} for name, endpoint in endpoints.items()}
     config[DATABASE_SINK] = {"dsn": "env:STATS_POPULATION_BASE_DSN", **RETRIES}
@@ -227,6 +246,54 @@ def _groups(topology: Topology) -> dict[str, list[str]]:
     }
 
 
+def _read_topics(topology: Topology) -> dict[str, list[str]]:
+    """Topics each killable part reads (some of them: enough to see it make progress)."""
+    processors = processor_topics(topology)
+    return {
+        "router": [et.routed_topic for et in topology.event_types],
+        "processors": [processors.alarms, processors.statuses],
+        **{c.name: [topology.subscription(c.subscription).topic] for c in topology.connectors if c.subscription},
+    }
+
+
+class CommittedProbe:
+    """Sums a part's committed offsets through consumers (OffsetFetch), not the AdminClient: with
+    a Kafka node killed, librdkafka 2.16's admin ListConsumerGroupOffsets aborted the process
+    (``rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0' failed``)."""
+
+    def __init__(self, settings: KafkaSettings, topology: Topology) -> None:
+        self.settings = settings
+        self.groups = _groups(topology)
+        self.topics = _read_topics(topology)
+        self.partitions: dict[str, list[TopicPartition]] = {}
+
+    def _partitions(self, target: str) -> list[TopicPartition]:
+        """The target's partitions, once all its topics exist (the router makes the subscription
+        topics as it starts)."""
+        if target not in self.partitions:
+            metadata = wait_for_broker(self.settings).list_topics(timeout=10).topics
+            if not all(t in metadata for t in self.topics[target]):
+                return []
+            self.partitions[target] = [TopicPartition(t, p) for t in self.topics[target] for p in metadata[t].partitions]
+        return self.partitions[target]
+
+    def __call__(self, target: str) -> int:
+        partitions = self._partitions(target)
+        if not partitions:
+            return -1
+        total = 0
+        for group in self.groups[target]:
+            consumer = Consumer(consumer_config(self.settings, group_id=group, client_id="faults-probe",
+                                                read_committed=False))
+            try:
+                total += sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=5))
+            except KafkaException:  # the broker is frozen or failing over: no answer is no progress
+                return -1
+            finally:
+                consumer.close()
+        return total
+
+
 class Killer(threading.Thread):
     """Kills its targets in turn, each at a random point shortly after it made progress
     (committed offsets moved) since its (re)start; the supervisor starts it again."""
@@ -234,25 +301,18 @@ class Killer(threading.Thread):
     def __init__(self, bus: Bus, targets: list[str], kills: int, seed: int, landed: list[tuple[str, int]]) -> None:
         super().__init__(daemon=True, name=f"kill-{targets[0]}")
         self.bus, self.targets, self.kills, self.landed = bus, targets, kills, landed
-        self.groups = _groups(bus.topology)
         self.rng = random.Random(seed)
         self.error: BaseException | None = None
 
-    def committed(self, reader: OffsetReader, target: str) -> int:
-        try:
-            return sum(sum(reader.committed(group).values()) for group in self.groups[target])
-        except BusError:  # the broker is frozen: no answer is no progress
-            return -1
-
     def run(self) -> None:
         try:
-            reader = OffsetReader(self.bus.settings, timeout_s=5)
+            committed = CommittedProbe(self.bus.settings, self.bus.topology)
             done = 0
             while done < self.kills:
                 target = self.targets[done % len(self.targets)]
                 pid = wait_until(lambda: self.bus.supervisor.pid(target), 120, f"{target} to run", every_s=0.1)
-                before = self.committed(reader, target)
-                wait_until(lambda: self.committed(reader, target) > max(before, 0), 180, f"{target} to make progress",
+                before = committed(target)
+                wait_until(lambda: committed(target) > max(before, 0), 180, f"{target} to make progress",
                            every_s=0.2)
                 time.sleep(self.rng.uniform(0.0, 1.5))  # a random point of its work
                 if self.bus.supervisor.pid(target) == pid:  # else it died by itself meanwhile: again
@@ -263,12 +323,59 @@ class Killer(threading.Thread):
             self.error = exc
 
 
-def _freeze_broker(bus: Bus, seconds: float) -> None:
-    os.kill(bus.broker.pid, signal.SIGSTOP)
+def _freeze(pid: int, seconds: float) -> None:
+    os.kill(pid, signal.SIGSTOP)
     try:
         threading.Event().wait(seconds)  # the fault lasts this long
     finally:
-        os.kill(bus.broker.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
+
+
+def _busiest_leader(bus: Bus) -> int:
+    """The node that leads most partitions of the subscription topics (the router's outputs)."""
+    topics = wait_for_broker(bus.settings).list_topics(timeout=10).topics
+    leaders = Counter(
+        partition.leader
+        for subscription in bus.topology.subscriptions if subscription.topic in topics
+        for partition in topics[subscription.topic].partitions.values()
+    )
+    return leaders.most_common(1)[0][0]
+
+
+class BrokerFaults(threading.Thread):
+    """The broker's faults, each after some of the parts' kills landed: the embedded broker is
+    frozen for 10 s; of a three-node Kafka, the busiest leader is SIGKILLed, another node frozen
+    for 10 s, and the killed one started again."""
+
+    def __init__(self, bus: Bus, landed: list[tuple[str, int]]) -> None:
+        super().__init__(daemon=True, name="broker-faults")
+        self.bus, self.landed = bus, landed
+        self.done: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            broker = self.bus.broker
+            wait_until(lambda: len(self.landed) >= 4, 300, "four kills")
+            if broker.embedded is not None:
+                _freeze(broker.embedded.pid, 10.0)  # type: ignore[arg-type]
+                self.done.append("froze the broker for 10 s")
+                return
+            kafka = broker.kafka
+            assert kafka is not None
+            victim = _busiest_leader(self.bus)
+            kafka.kill_node(victim)
+            self.done.append(f"killed node {victim}")
+            wait_until(lambda: len(self.landed) >= 7, 300, "seven kills")
+            frozen = next(node.node_id for node in kafka.nodes if node.node_id != victim)
+            _freeze(kafka.pid(frozen), 10.0)  # type: ignore[arg-type]
+            self.done.append(f"froze node {frozen} for 10 s")
+            wait_until(lambda: len(self.landed) >= 9, 300, "nine kills")
+            kafka.start_node(victim)
+            kafka.wait_ready(120)
+            self.done.append(f"started node {victim} again")
+        except BaseException as exc:  # noqa: BLE001 (reported by the test's thread)
+            self.error = exc
 
 
 def _settled(bus: Bus, quiet_s: float = 5.0) -> Callable[[], bool]:
@@ -398,11 +505,12 @@ def test_the_city_recovers_by_itself_from_kills_a_frozen_broker_and_a_failing_en
         Killer(bus, ["fire-dispatch-webhook", DATABASE_SINK], KILLS_PER_PART, 3, landed),
     ]
     wall = bus.endpoints["emergency-wall-webhook"]
+    faults = BrokerFaults(bus, landed)
     try:
         for killer in killers:
             killer.start()
+        faults.start()
         wait_until(lambda: len(landed) >= 6, 300, "six kills")
-        _freeze_broker(bus, 10.0)
         wall.answer = lambda n, h, b: (time.sleep(0.5), 200)[1]  # a slow endpoint ...
         wait_until(lambda: len(landed) >= 12, 300, "twelve kills")
         wall.go_down()  # ... then a dead one ...
@@ -415,6 +523,9 @@ def test_the_city_recovers_by_itself_from_kills_a_frozen_broker_and_a_failing_en
             killer.join(600)
             assert not killer.is_alive(), f"{killer.name}: the kills did not all land"
             assert killer.error is None, f"{killer.name}: {killer.error!r}"
+        faults.join(300)
+        assert faults.error is None, f"the broker's faults: {faults.error!r} after {faults.done}"
+        assert len(faults.done) == (1 if bus.broker.embedded else 3), faults.done
     finally:
         departments.stop.set()
         departments.thread.join(60)
