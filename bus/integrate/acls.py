@@ -12,6 +12,10 @@ Support is judged from the broker's own answers, never from its name:
   empty body, on which librdkafka 2.16 aborts the whole process (``Assertion `rko_result'
   failed``); in a child that abort is an answer ("not supported") instead of the end of
   ``bus plan``.
+- The probe refused with an authorization error: the broker has an authorizer, but this
+  client may not manage ACLs (``denied``). Kafka's StandardAuthorizer answers such a
+  client's DescribeAcls with no bindings rather than an error, so what it read proves
+  nothing either: the plan stops with an error instead of listing every binding as missing.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ _RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "transact
 class AclSupport:
     supported: bool
     reason: str = ""
+    denied: bool = False  # the broker has ACLs, this client may not manage them
 
 
 def to_kafka(binding: AclBinding) -> KafkaAclBinding:
@@ -112,7 +117,7 @@ def probe_create_support(settings: KafkaSettings, timeout_s: float = 30.0) -> Ac
         answer = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         return AclSupport(False, f"the CreateAcls probe failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-    return AclSupport(bool(answer["supported"]), str(answer["reason"]))
+    return AclSupport(bool(answer["supported"]), str(answer["reason"]), bool(answer.get("denied", False)))
 
 
 def probe_in_this_process(client: AdminClient, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -127,7 +132,7 @@ def probe_in_this_process(client: AdminClient, timeout_s: float = 10.0) -> dict[
         if error.name() in _UNSUPPORTED:
             return {"supported": False, "reason": f"CreateAcls answered {error.name()}: {error.str()}"}
         if "AUTHORIZATION_FAILED" in error.name():
-            return {"supported": False, "reason": f"this client may not create ACLs ({error.name()})"}
+            return {"supported": False, "denied": True, "reason": f"this client may not create ACLs ({error.name()})"}
         return {"supported": True, "reason": f"CreateAcls refused the probe binding as it should ({error.name()})"}
     # An authorizer that stored it anyway: take it back.
     client.delete_acls([AclBindingFilter(ResourceType.TOPIC, PROBE_TOPIC, ResourcePatternType.LITERAL, PROBE_PRINCIPAL,

@@ -50,6 +50,10 @@ from bus.schemas.registration import ensure_registered
 from bus.topology.models import Topology
 
 Status = Literal["done", "not supported", "failed"]
+#: How long new topics may take until every partition has a leader that answers. A city's
+#: first apply creates about 400 partitions at once; a single broker on a busy 2-core machine
+#: took more than 15 s (``ensure_topics``' default) to lead them all, and apply then failed.
+TOPIC_CREATE_TIMEOUT_S = 90.0
 _UNSUPPORTED = {"_UNSUPPORTED_FEATURE", "UNSUPPORTED_VERSION", "SECURITY_DISABLED"}
 
 
@@ -142,7 +146,8 @@ def _create_topics(settings: KafkaSettings, actions: list[CreateTopic]) -> list[
     if not actions:
         return []
     try:
-        ensure_topics(settings, [TopicSpec(a.target, a.partitions, config=dict(a.config)) for a in actions])
+        ensure_topics(settings, [TopicSpec(a.target, a.partitions, config=dict(a.config)) for a in actions],
+                      timeout_s=TOPIC_CREATE_TIMEOUT_S)
     except BusError as exc:
         return [Outcome(a, "failed", str(exc)) for a in actions]
     return [Outcome(a, "done") for a in actions]

@@ -30,7 +30,7 @@ from bus.topology.models import CANONICAL_PREFIX, SUBSCRIPTION_PREFIX, Topology,
 from bus.topology.published import topology_topic
 
 __all__ = ["REGISTRY_TOPIC", "DEFAULT_SERVICE_PRINCIPAL", "AclBinding", "Desired", "DesiredSubject", "DesiredTopic",
-           "desired_state", "managed_topic"]
+           "department_group_prefix", "desired_state", "managed_topic"]
 
 DEFAULT_SERVICE_PRINCIPAL = "User:bus"
 
@@ -133,23 +133,33 @@ def desired_state(
     topics.append(DesiredTopic(topology_topic(ns), 1, COMPACT, "applied-topology"))
     if registry_topic:
         topics.append(DesiredTopic(registry_topic, 1, COMPACT, "registry"))
-    acls = acl_bindings(topology, service_principal)
+    acls = acl_bindings(topology, service_principal, registry_topic)
     principals = [f"User:{d.name}" for d in topology.departments] + [service_principal]
     return Desired(topics, subjects, acls, principals, ns)
 
 
-def acl_bindings(topology: Topology, service_principal: str = DEFAULT_SERVICE_PRINCIPAL) -> list[AclBinding]:
+#: The embedded registry reads its storage topic with a consumer group of this prefix and a
+#: random suffix (``bus.registry.store._read_to_end``; assigned, but librdkafka still looks up
+#: the group's coordinator, and the registry stops on the refusal).
+REGISTRY_LOADER_GROUP_PREFIX = "bus-registry-loader-"
+
+
+def acl_bindings(
+    topology: Topology, service_principal: str = DEFAULT_SERVICE_PRINCIPAL, registry_topic: str | None = None
+) -> list[AclBinding]:
     """The bindings the topology implies, sorted.
 
     A department's principal ``User:<department>`` may write (and describe) the canonical
-    topics of the event types it owns, read its subscription topics, and read with the
-    consumer groups of its sink connectors (a department may run a sink under its own
-    identity). The service principal runs the router and the processors (reads every
-    canonical topic, reads and writes the ``.enriched`` topic of a ``route_from: enriched``
-    type, writes every subscription topic and the router's dead-letter topic, its group and its
-    transactional ids) and the connectors (sources write the types they publish; sinks
+    topics of the event types it owns, read its subscription topics with consumer groups of
+    its own (every group named ``<namespace>.<department>.<anything>``, see
+    :func:`department_group_prefix`), and read with the consumer groups of its sink
+    connectors (a department may run a sink under its own identity). The service principal
+    runs the router and the processors (reads every canonical topic, reads and writes the
+    ``.enriched`` topic of a ``route_from: enriched`` type, writes every subscription topic
+    and the router's dead-letter topic, its group and its transactional ids) and the connectors (sources write the types they publish; sinks
     read their subscription with their group; every connector writes its dead-letter
-    topic and reads and writes the offsets and status topics)."""
+    topic and reads and writes the offsets and status topics), and the embedded registry
+    (``registry_topic``: reads and writes its storage topic, with its loader's groups)."""
     ns = topology.namespace
     out: set[AclBinding] = set()
 
@@ -163,6 +173,9 @@ def acl_bindings(topology: Topology, service_principal: str = DEFAULT_SERVICE_PR
             allow(service_principal, "topic", et.routed_topic, "READ", "WRITE", "DESCRIBE")
     for sub in topology.subscriptions:
         allow(f"User:{sub.department}", "topic", sub.topic, "READ", "DESCRIBE")
+        # A consumer needs READ on its group too (JoinGroup, OffsetCommit; FindCoordinator
+        # asks for DESCRIBE, which READ implies): without one a department cannot read at all.
+        allow(f"User:{sub.department}", "group", department_group_prefix(ns, sub.department), "READ", prefixed=True)
         allow(service_principal, "topic", sub.topic, "WRITE", "DESCRIBE")
     allow(service_principal, "topic", router_dlq_topic(topology), "WRITE", "DESCRIBE")
     allow(service_principal, "group", router_group(ns), "READ")
@@ -187,7 +200,17 @@ def acl_bindings(topology: Topology, service_principal: str = DEFAULT_SERVICE_PR
     if topology.connectors:
         for name in (offsets_topic(ns), status_topic(ns)):
             allow(service_principal, "topic", name, "READ", "WRITE", "DESCRIBE")
+    if registry_topic:
+        allow(service_principal, "topic", registry_topic, "READ", "WRITE", "DESCRIBE")
+        allow(service_principal, "group", REGISTRY_LOADER_GROUP_PREFIX, "READ", prefixed=True)
     return sorted(out)
+
+
+def department_group_prefix(namespace: str | None, department: str) -> str:
+    """The consumer groups a department's own consumers may use: ``<namespace>.<department>.``
+    followed by anything (``<department>.`` without a namespace). Department names are
+    snake_case, so no department's prefix is another's or one of the bus's groups."""
+    return topic_name(namespace, department) + "."
 
 
 def managed_topic(name: str, namespace: str | None) -> bool:

@@ -9,7 +9,9 @@ actions, as terraform does: ``+`` create, ``~`` change, ``-`` delete (only with
 
 Broker features the cluster lacks are reported, not failed on: without ACL support the
 bindings are listed as not applied and do not count as pending changes (apply could not
-make them), so that an applied topology plans empty on any broker.
+make them), so that an applied topology plans empty on any broker. A broker that has ACLs
+but refuses them to this client is an error, not a missing feature (see
+:mod:`bus.integrate.acls`).
 """
 
 from __future__ import annotations
@@ -256,6 +258,19 @@ def make_plan(
     deletions: list[Action] = []
     conflicts: list[Conflict] = []
 
+    # ACLs are read first: a client that may not manage them hears that before anything else.
+    actual, support = read_acls(client, timeout)
+    missing = list(desired.acls) if actual is None else [b for b in desired.acls if b not in actual]
+    if actual is not None and missing:
+        support = probe_create_support(settings)
+        if support.denied:
+            who = f"User:{settings.sasl_username}" if settings.sasl_username else "this client"
+            raise IntegrateError(
+                f"{who} may not manage ACLs on {settings.bootstrap_servers} ({support.reason}): run bus plan / "
+                "bus apply as a principal allowed DESCRIBE and ALTER on the cluster (a super user). Kafka shows "
+                "a client without DESCRIBE on the cluster no ACLs at all, so no plan of ACLs can be made as this one"
+            )
+
     topics = {name: meta for name, meta in client.list_topics(timeout=timeout).topics.items() if not meta.error}
     configs = _configs(client, [t.name for t in desired.topics if t.name in topics], timeout)
     for want in desired.topics:
@@ -274,14 +289,10 @@ def make_plan(
     deletions += [DeleteSubject(s) for s in sorted(subjects)
                   if s not in wanted_subjects and s.endswith("-value") and managed_topic(s[:-6], desired.namespace)]
 
-    actual, support = read_acls(client, timeout)
     unapplied: list[AclBinding] = []
     if actual is None:
-        unapplied = list(desired.acls)
+        unapplied = missing
     else:
-        missing = [b for b in desired.acls if b not in actual]
-        if missing:
-            support = probe_create_support(settings)
         if support.supported:
             actions += [CreateAcl(b.principal, b) for b in missing]
         else:

@@ -10,34 +10,49 @@ every topic, offset and transaction is there.
 
 Three nodes: the bus's topics get replication factor 3 and ``min.insync.replicas`` 2 (the
 brokers' defaults, which the bus's topic specs leave to the broker), as do Kafka's own.
+
+Secured (``scram_users``, opt-in): clients and brokers authenticate with SASL/SCRAM-SHA-512
+on the one client listener (SASL_PLAINTEXT; inter-broker traffic as the super user), the
+controllers with SASL/PLAIN as an internal user whose password is made at each start (SCRAM
+cannot authenticate controllers: its credentials live in the metadata they serve). A plain
+listener would have to make its anonymous principal a super user, open to any local
+process. Kafka's StandardAuthorizer decides, ``allow.everyone.if.no.acl.found=false``, and
+only the super user (the first of ``scram_users`` unless named) and the controllers' user are
+super users. The super user's credential is made when the storage is formatted (the brokers
+need it to talk to each other); the other users' after the start, through the AdminClient.
+Passwords are never logged and never on a command line; each node's ``server.properties``
+(mode 0600) holds the super user's and the controllers' passwords, as Kafka needs them.
 """
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures
+import fcntl
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, Any
 
 import structlog
+from pydantic import SecretStr
 
+from bus.kafka.admin import unserved_partitions
 from bus.kafka.broker import free_port, port_open, set_parent_death_signal
+from bus.kafka.config import KafkaSettings, admin_config
 from bus.kafka.exceptions import LocalKafkaError
-
-if TYPE_CHECKING:
-    from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 log = structlog.get_logger(__name__)
 
@@ -111,11 +126,21 @@ def _pom() -> str:
 
 
 def kafka_jars(home: Path | None = None, say: Say | None = None) -> Path:
-    """The folder of Kafka's jars, downloaded by Maven the first time (a line per jar)."""
+    """The folder of Kafka's jars, downloaded by Maven the first time (a line per jar).
+    Several processes starting at once (test workers) download once: the others wait."""
     home = home or default_home()
     libs = home / "libs"
     if (home / "complete").exists():
         return libs
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / "complete").exists():
+            return libs
+        return _fetch_jars(home, libs, say)
+
+
+def _fetch_jars(home: Path, libs: Path, say: Say | None) -> Path:
     mvn = shutil.which("mvn")
     if not mvn:
         raise LocalKafkaError(
@@ -224,6 +249,38 @@ logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = info
 """
 
+#: Secured mode: the clients' (and brokers') SASL mechanism, and the controllers' own user.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+CONTROLLER_USER = "kafka-controller"
+#: The super user's password goes into a JAAS line and the storage tool's ``--add-scram``:
+#: no quotes, backslashes, commas, brackets, '=' or blanks there.
+_PLAIN_SECRET = re.compile(r'^[^\s"\\,\[\]=]+$')
+
+
+def secured_properties(node: Node, super_user: str, super_password: str, controller_password: str) -> str:
+    """Settings that follow (and so override) :func:`node_properties`'s in secured mode."""
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    settings = {
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{node.port}",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config":
+            f'{scram} required username="{super_user}" password="{super_password}";',
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config":
+            f'{plain} required username="{CONTROLLER_USER}" password="{controller_password}" '
+            f'user_{CONTROLLER_USER}="{controller_password}";',
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{super_user};User:{CONTROLLER_USER}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
 
 # --- The cluster ------------------------------------------------------------------------------------
 
@@ -233,7 +290,11 @@ class LocalKafka:
 
     Ports: the first node listens on ``port`` (a free one when None), the others on the next
     ones; controllers on ``port + 100`` and up. A data folder remembers its ports and node
-    count; reusing it with other ones is refused."""
+    count; reusing it with other ones is refused.
+
+    ``scram_users`` (user -> password) secures it (module docstring); ``super_user`` names the
+    super user among them (default: the first). Its password is fixed when the data folder is
+    formatted; the other users are created, or their passwords set, at every start."""
 
     def __init__(
         self,
@@ -244,9 +305,21 @@ class LocalKafka:
         home: Path | None = None,
         die_with_parent: bool = True,
         say: Say | None = None,
+        scram_users: Mapping[str, str] | None = None,
+        super_user: str | None = None,
     ) -> None:
         if nodes not in (1, 3):
             raise LocalKafkaError(f"--nodes must be 1 or 3, not {nodes}")
+        self.scram_users = dict(scram_users or {})
+        self.super_user = super_user or next(iter(self.scram_users), None)
+        if self.scram_users and self.super_user not in self.scram_users:
+            raise LocalKafkaError(f"the super user {self.super_user!r} is not one of the SCRAM users")
+        if self.super_user and not _PLAIN_SECRET.match(self.scram_users[self.super_user]):
+            raise LocalKafkaError(
+                f"the super user {self.super_user!r}'s password may not hold blanks, quotes, backslashes, commas, "
+                "brackets or '=' (Kafka's configuration and storage tool take it as it is)"
+            )
+        self._controller_password = secrets.token_urlsafe(24)
         self.nodes_count = nodes
         self._temporary = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="bus-kafka-"))
@@ -277,6 +350,92 @@ class LocalKafka:
 
     def log_path(self, node_id: int) -> Path:
         return self.node(node_id).folder / "kafka.log"
+
+    # -- secured mode
+    @property
+    def secured(self) -> bool:
+        return bool(self.scram_users)
+
+    def client_settings(self, user: str | None = None, password: str | None = None) -> KafkaSettings:
+        """Client settings for this cluster (``cluster`` profile); secured, as ``user`` (default:
+        the super user) with its password (or ``password``, e.g. a wrong one)."""
+        settings = KafkaSettings().with_broker(self.bootstrap_servers, embedded=False)
+        if not self.secured:
+            return settings
+        user = user or self.super_user
+        assert user is not None
+        secret = password if password is not None else self.scram_users.get(user, "")
+        return settings.model_copy(update={
+            "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_username": user, "sasl_password": SecretStr(secret),
+        })
+
+    def add_scram_user(self, user: str, password: str, timeout_s: float = 30.0) -> None:
+        """Create ``user`` (or set its password), acting as the super user; returns once the
+        broker answers for it."""
+        self.scram_users[user] = password
+        self._upsert_scram({user: password}, timeout_s)
+
+    def _upsert_scram(self, users: Mapping[str, str], timeout_s: float) -> None:
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        if not users:
+            return
+        client = AdminClient(admin_config(self.client_settings(), client_id="bus-kafka-users"))
+        mechanism = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        futures = client.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(user, mechanism, password.encode()) for user, password in users.items()],
+            request_timeout=timeout_s,
+        )
+        for user, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:
+                raise LocalKafkaError(f"could not set the SCRAM credential of {user!r}: {exc}") from exc
+        deadline = time.monotonic() + timeout_s
+        while True:  # the controller has it; the brokers take it from the metadata log
+            try:
+                known = client.describe_user_scram_credentials(list(users), request_timeout=5)
+                if all(future.result() for future in known.values()):
+                    return
+            except Exception:  # not yet there: "resource not found"
+                pass
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(
+                    f"the brokers did not know the SCRAM users {sorted(users)} within {timeout_s:g} s"
+                )
+            time.sleep(0.1)
+
+    def _properties(self, node: Node, voters: str) -> str:
+        text = node_properties(node, voters, self.nodes_count)
+        if self.secured:
+            assert self.super_user is not None
+            text += secured_properties(node, self.super_user, self.scram_users[self.super_user],
+                                       self._controller_password)
+        return text
+
+    @contextmanager
+    def _hidden_arguments(self, node: Node, command: list[str]) -> Iterator[list[str]]:
+        """``command`` with its main class and arguments in a java @argfile (mode 0600, removed
+        after): a password among them stays off the process list."""
+        main = command.index("-cp") + 2
+        argfile = node.folder / "arguments.private"
+        _write_private(argfile, "".join(f'"{_java_quoted(arg)}"\n' for arg in command[main:]))
+        try:
+            yield [*command[:main], f"@{argfile}"]
+        finally:
+            argfile.unlink(missing_ok=True)
+
+    def _probe_config(self, servers: str) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": servers, "logger": _QUIET}
+        if self.secured:  # as the super user
+            conf = {**admin_config(self.client_settings(), client_id="bus-kafka-probe"), **conf}
+        return conf
 
     # -- layout
     def _plan(self) -> None:
@@ -318,7 +477,10 @@ class LocalKafka:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         for node in self.nodes:
             node.folder.mkdir(parents=True, exist_ok=True)
-            (node.folder / "server.properties").write_text(node_properties(node, voters, self.nodes_count))
+            if self.secured:  # it holds passwords
+                _write_private(node.folder / "server.properties", self._properties(node, voters))
+            else:
+                (node.folder / "server.properties").write_text(node_properties(node, voters, self.nodes_count))
             (node.folder / "log4j2.properties").write_text(LOG4J2)
 
     def _java(self, node: Node, main: str, *args: str) -> list[str]:
@@ -332,18 +494,41 @@ class LocalKafka:
     def _format(self, node: Node) -> None:
         if (node.folder / "logs" / "meta.properties").exists():
             return
-        result = subprocess.run(
-            self._java(node, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
-                       "-c", str(node.folder / "server.properties"), "--ignore-formatted"),
-            capture_output=True, text=True, check=False,
-        )
+        command = self._java(node, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
+                             "-c", str(node.folder / "server.properties"), "--ignore-formatted")
+        secret = ""
+        if self.secured:
+            assert self.super_user is not None
+            secret = self.scram_users[self.super_user]
+            command += ["--add-scram", f"{SCRAM_MECHANISM}=[name={self.super_user},password={secret}]"]
+        with self._hidden_arguments(node, command) if secret else _as_is(command) as command:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
+            said = (result.stdout + result.stderr).replace(secret, "***") if secret else result.stdout + result.stderr
             raise LocalKafkaError(
-                f"could not format Kafka's storage in {node.folder / 'logs'}: {(result.stdout + result.stderr)[-1500:]}"
+                f"could not format Kafka's storage in {node.folder / 'logs'}: {said[-1500:]}"
             )
 
     # -- life cycle
     def start(self, timeout_s: float = 90.0) -> "LocalKafka":
+        """Start every node and wait until the cluster serves. A temporary cluster on ports of its
+        own choosing that loses one of them to another process between the choice and the bind
+        starts again on other ports (twice at most)."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout_s)
+            except LocalKafkaError as exc:
+                if not (self._temporary and self._requested_port is None and attempt < 2
+                        and "Address already in use" in str(exc)):
+                    raise
+                log.warning("local kafka: a chosen port was taken meanwhile; starting again on others")
+                for node_id in list(self._procs):
+                    self.stop_node(node_id)
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.data_dir.mkdir(parents=True)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout_s: float) -> "LocalKafka":
         if self._procs:
             return self
         self._libs = kafka_jars(self.home, self.say)
@@ -360,6 +545,8 @@ class LocalKafka:
         for node in self.nodes:
             self.start_node(node.node_id)
         self.wait_ready(timeout_s)
+        if self.secured:
+            self._upsert_scram({u: p for u, p in self.scram_users.items() if u != self.super_user}, timeout_s)
         log.info("local kafka started", bootstrap_servers=self.bootstrap_servers, nodes=self.nodes_count,
                  data_dir=str(self.data_dir))
         return self
@@ -403,16 +590,11 @@ class LocalKafka:
             live = [n.address for n in self.nodes if n.node_id in expected and port_open("127.0.0.1", n.port)]
             if live:
                 try:
-                    client = AdminClient({"bootstrap.servers": ",".join(live), "logger": _QUIET})
+                    client = AdminClient(self._probe_config(",".join(live)))
                     metadata = client.list_topics(timeout=2)
                     seen = set(metadata.brokers)
                     # After an unclean stop a node answers before it leads its partitions again.
-                    leaderless = [
-                        f"{topic.topic}[{p.id}]" for topic in metadata.topics.values()
-                        for p in topic.partitions.values() if p.leader < 0 or p.error is not None
-                    ]
-                    if expected <= seen and not leaderless:
-                        leaderless = _not_serving(client, metadata)
+                    leaderless = unserved_partitions(client, metadata.topics.values()) if expected <= seen else []
                 except Exception:  # not answering yet
                     seen, leaderless = set(), []
             if expected <= seen and not leaderless:
@@ -488,27 +670,6 @@ _QUIET.setLevel(logging.CRITICAL)
 _QUIET.propagate = False
 
 
-def _not_serving(client: "AdminClient", metadata: "ClusterMetadata") -> list[str]:
-    """Partitions whose leader does not answer ListOffsets yet: metadata names a leader before
-    that node has loaded the partition's log (NOT_LEADER_FOR_PARTITION for a while)."""
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    wanted = {
-        TopicPartition(topic.topic, p): OffsetSpec.latest()
-        for topic in metadata.topics.values() for p in topic.partitions
-    }
-    if not wanted:
-        return []
-    failing = []
-    for tp, future in client.list_offsets(wanted, request_timeout=5).items():
-        try:
-            future.result()
-        except Exception:
-            failing.append(f"{tp.topic}[{tp.partition}]")
-    return failing
-
-
 def _free_run(count: int) -> int:
     """The first of ``count`` consecutive free ports on 127.0.0.1."""
     for _ in range(200):
@@ -516,6 +677,24 @@ def _free_run(count: int) -> int:
         if first + count < 65535 and not any(port_open("127.0.0.1", first + i) for i in range(count)):
             return first
     raise LocalKafkaError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (from the first byte on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _java_quoted(arg: str) -> str:
+    """An argument inside double quotes of a java @argfile (backslash escapes there)."""
+    return arg.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@contextmanager
+def _as_is(command: list[str]) -> Iterator[list[str]]:
+    yield command
 
 
 def _tail(path: Path, limit: int = 3000) -> str:

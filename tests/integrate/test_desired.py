@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bus.integrate.desired import desired_state, managed_topic
+from bus.integrate.desired import department_group_prefix, desired_state, managed_topic
 from bus.topology.loader import load_topology
 from tests.fixtures.city import REPO
 
@@ -44,3 +44,24 @@ def test_the_city_implies_every_topic_once_with_the_source_partition_count() -> 
     principals = {b.principal for b in desired.acls}
     assert principals <= set(desired.principals) and "User:bus" in principals
     assert {b.principal for b in desired_state(topology, service_principal="User:router").acls} >= {"User:router"}
+
+
+def test_each_subscribing_department_reads_with_groups_of_its_own_prefix() -> None:
+    topology = load_topology(REPO / "topology.yaml")
+    groups = {(b.principal, b.name, b.prefixed) for b in desired_state(topology).acls
+              if b.resource == "group" and b.operation == "READ"}
+    for department in {s.department for s in topology.subscriptions}:
+        assert (f"User:{department}", department_group_prefix(None, department), True) in groups
+    assert department_group_prefix("ns", "police") == "ns.police."
+    # No department's prefix reaches another's or the bus's groups.
+    prefixes = [name for principal, name, prefixed in groups if prefixed and principal != "User:bus"]
+    assert not [(a, b) for a in prefixes for b in prefixes if a != b and b.startswith(a)]
+    assert not any(name.startswith(tuple(prefixes)) for principal, name, _ in groups if principal == "User:bus")
+
+
+def test_the_embedded_registry_storage_is_granted_to_the_service_principal_when_planned() -> None:
+    topology = load_topology(REPO / "topology.yaml")
+    granted = {(b.resource, b.name, b.operation) for b in desired_state(topology).acls if b.principal == "User:bus"}
+    assert {("topic", "_bus_schemas", op) for op in ("READ", "WRITE", "DESCRIBE")} <= granted
+    assert ("group", "bus-registry-loader-", "READ") in granted
+    assert not any(b.name == "_bus_schemas" for b in desired_state(topology, registry_topic=None).acls)
