@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import wait_for_broker
@@ -106,7 +106,20 @@ AT_END_POLL_S = 0.05
 def _watermarks(
     consumer: Consumer, partitions: list[TopicPartition], timeout: float
 ) -> dict[tuple[str, int], tuple[int, int]]:
-    return {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=timeout) for tp in partitions}
+    """Each partition's (low, high) watermarks. A retriable error (a new partition whose leader
+    does not serve it yet, a leader moving) is asked again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for tp in partitions:
+        while True:
+            try:
+                out[(tp.topic, tp.partition)] = consumer.get_watermark_offsets(tp, timeout=timeout)
+                break
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    return out
 
 
 def _reached(consumer: Consumer, ends: dict[tuple[str, int], int]) -> bool:

@@ -32,10 +32,12 @@ import fcntl
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -50,7 +52,7 @@ import structlog
 from pydantic import SecretStr
 
 from bus.kafka.admin import unserved_partitions
-from bus.kafka.broker import free_port, port_open, set_parent_death_signal
+from bus.kafka.broker import port_open, set_parent_death_signal
 from bus.kafka.config import KafkaSettings, admin_config
 from bus.kafka.exceptions import LocalKafkaError
 
@@ -671,12 +673,32 @@ _QUIET.propagate = False
 
 
 def _free_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports on 127.0.0.1."""
+    """The first of ``count`` consecutive free ports on 127.0.0.1, below the kernel's range of
+    ephemeral ports: a port from that range (what the OS hands a bind to port 0) may be taken
+    by any outgoing connection between the choice and Kafka's bind ("Address already in use")."""
+    low = _ephemeral_low()
+    rng = random.Random()
     for _ in range(200):
-        first = free_port()
-        if first + count < 65535 and not any(port_open("127.0.0.1", first + i) for i in range(count)):
+        first = rng.randrange(max(1024, low - 12_000), low - count)
+        if all(_bindable(first + i) for i in range(count)):
             return first
     raise LocalKafkaError(f"found no {count} consecutive free ports on 127.0.0.1")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -271,7 +271,10 @@ class CommittedProbe:
         """The target's partitions, once all its topics exist (the router makes the subscription
         topics as it starts)."""
         if target not in self.partitions:
-            metadata = wait_for_broker(self.settings).list_topics(timeout=10).topics
+            try:
+                metadata = wait_for_broker(self.settings, 5).list_topics(timeout=5).topics
+            except (BusError, KafkaException):  # the broker is frozen: not yet
+                return []
             if not all(t in metadata for t in self.topics[target]):
                 return []
             self.partitions[target] = [TopicPartition(t, p) for t in self.topics[target] for p in metadata[t].partitions]

@@ -155,7 +155,8 @@ class BusUp:
                    TMPDIR=str(folder))
         with (folder / "stdout").open("wb") as out, (folder / "stderr").open("wb") as err:
             process = subprocess.Popen(
-                [*BUS, "up", *args, "--exit-after-start", "--broker-port", str(free_port()), "--registry-port",
+                [*BUS, "up", *args, *(() if "--demo" in args else ("--data", str(folder / "kafka-data"))),
+                 "--exit-after-start", "--broker-port", str(free_port()), "--registry-port",
                  str(free_port()), "--web-port", str(free_port()), "--page-port", str(free_port())],
                 cwd=REPO, env=env, stdout=out, stderr=err,
             )
