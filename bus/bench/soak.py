@@ -597,6 +597,7 @@ class _Soak:
         self.topology = city.topology
         self.groups = [*bus_groups(self.topology), app_id(self.topology)]
         self.lanes = {router_group(self.topology.namespace, s.lane) for s in self.topology.subscriptions if s.lane}
+        self.read_at_drain: dict[tuple[str, int], int] = {}
         selection = GroupSelection(tuple(self.groups), strict=False)
         self.lag = LagMonitor(OffsetReader(city.settings, timeout_s=10.0), selection,
                               Directory(self.topology),
@@ -746,6 +747,9 @@ class _Soak:
                 quiet = quiet + 1 if caught_up and delivered == last else 0
                 last = delivered
         took = time.monotonic() - started
+        # What the router had read when the sinks were seen caught up: the sinks' entitlement.
+        with contextlib.suppress(Exception):
+            self.read_at_drain = OffsetReader(self.city.settings).committed(router_group(self.topology.namespace))
         behind = sorted({f"{_short(g.group, self.topology)} {p.topic.rsplit('.', 1)[-1]}[{p.partition}] lag {p.lag}"
                          for g in report.groups for p in g.partitions if p.lag > 1}) if report else []
         self.say(f"drained in {took:.0f} s" + ("" if quiet >= 2 else f" (NOT caught up: drain timeout; {behind[:6]})"))
@@ -809,8 +813,15 @@ class _Soak:
             received[name] = _column(dsn, table, "change_id")
         out: dict[str, dict[str, int]] = {}
         alarms = [a for r in results for a in r.alarms]
-        enriched = _read_topic(self.city.settings, self.topology.event_type("camera_alarm").routed_topic)
+        routed_topic = self.topology.event_type("camera_alarm").routed_topic
+        enriched_at = _read_topic_at(self.city.settings, routed_topic)
+        enriched = [record for _, _, record in enriched_at]
         out["processors (camera_alarm)"] = _alarm_accounting(alarms, enriched)
+        # A sink is entitled to the enriched alarms the router had read when the drain ended: the
+        # processors emit what their open windows still hold later (an idle spell, their stop),
+        # and what was delivered is counted after the drain (a late alarm would count as lost).
+        read = self.read_at_drain
+        enriched = [record for p, o, record in enriched_at if o < read.get((routed_topic, p), 0)]
         for connector in self.topology.connectors:
             if connector.side != "sink" or not connector.subscription:
                 continue
@@ -878,6 +889,11 @@ def _alarm_accounting(alarms: list[tuple[str, str, str, int]], enriched: list[di
 
 def _read_topic(settings: KafkaSettings, topic: str, idle_s: float = 2.0) -> list[dict[str, Any]]:
     """Every record of ``topic``, decoded (read until the ends and ``idle_s`` of silence)."""
+    return [record for _, _, record in _read_topic_at(settings, topic, idle_s)]
+
+
+def _read_topic_at(settings: KafkaSettings, topic: str, idle_s: float = 2.0) -> list[tuple[int, int, dict[str, Any]]]:
+    """Every record of ``topic`` as (partition, offset, decoded value), as :func:`_read_topic`."""
     consumer = Consumer(consumer_config(settings, group_id=f"soak-read-{uuid.uuid4().hex[:6]}", client_id="soak-read"))
     decoder = Decoder(registry_client(settings))
     try:
@@ -885,7 +901,7 @@ def _read_topic(settings: KafkaSettings, topic: str, idle_s: float = 2.0) -> lis
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions}
         at: dict[int, int] = {}
-        out: list[dict[str, Any]] = []
+        out: list[tuple[int, int, dict[str, Any]]] = []
         quiet_since = started = time.monotonic()
         # to the ends seen now (a producer may still be writing: what comes later is not counted),
         # or until nothing came for idle_s (a too-low high watermark, BROKER.md)
@@ -896,7 +912,7 @@ def _read_topic(settings: KafkaSettings, topic: str, idle_s: float = 2.0) -> lis
                 if msg.error() is None:
                     at[msg.partition()] = msg.offset()
                     if msg.value() is not None:
-                        out.append(decoder.decode(msg.value()))
+                        out.append((msg.partition(), msg.offset(), decoder.decode(msg.value())))
             if batch:
                 quiet_since = time.monotonic()
         return out
