@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as ClientError
 
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import wait_for_broker
@@ -103,6 +104,11 @@ def tail(
 AT_END_POLL_S = 0.05
 
 
+#: A partition not served yet (just made, a leader moving): asked again.
+_NOT_SERVED_YET = {ClientError.NOT_LEADER_FOR_PARTITION, ClientError.LEADER_NOT_AVAILABLE,
+                   ClientError.UNKNOWN_TOPIC_OR_PART}
+
+
 def _watermarks(
     consumer: Consumer, partitions: list[TopicPartition], timeout: float
 ) -> dict[tuple[str, int], tuple[int, int]]:
@@ -116,7 +122,8 @@ def _watermarks(
                 out[(tp.topic, tp.partition)] = consumer.get_watermark_offsets(tp, timeout=timeout)
                 break
             except KafkaException as exc:
-                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                # librdkafka does not flag these retriable on a watermark query
+                if exc.args[0].code() not in _NOT_SERVED_YET or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
     return out
