@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
+from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from bus.kafka.admin import unserved_partitions
@@ -151,7 +152,6 @@ def _fetch_jars(home: Path, libs: Path, say: Say | None) -> Path:
             "(libs/*.jar and a file named `complete`)"
         )
     java_binary()
-    home.mkdir(parents=True, exist_ok=True)
     say = say or (lambda line: None)
     say(f"kafka: fetching Apache Kafka {KAFKA_VERSION}'s jars from Maven Central into {home} (once) ...")
     with tempfile.TemporaryDirectory(dir=home, prefix="fetch-") as tmp:
@@ -574,7 +574,6 @@ class LocalKafka:
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Until every running node is a registered broker that answers metadata, and every
         partition has a leader."""
-        from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout_s
         expected = {n.node_id for n in self.nodes if self.pid(n.node_id)}

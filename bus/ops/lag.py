@@ -226,19 +226,20 @@ class OffsetReader:
         consumer = Consumer(consumer_config(self.settings, group_id=PROBE_GROUP, client_id=PROBE_GROUP, probe=True))
         try:
             consumer.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
-            wanted = {tp: ends[tp] if self.settings.embedded else min(ends[tp], self._stable_end(consumer, tp, ends[tp]))
-                      for tp in positions}
+            wanted = {tp: self._stable_end(consumer, tp, ends[tp]) for tp in positions}
             return _first_timestamps(consumer, wanted, timeout_s or self.timeout_s)
         finally:
             consumer.close()
 
     def _stable_end(self, consumer: Consumer, tp: TP, end: int) -> int:
-        """The end a read_committed reader reaches now (Kafka's last stable offset): records of
-        a transaction still open lie past it, and waiting to read them would take the whole
-        timeout. The log end when the broker does not answer. (Kafka only: the embedded broker's
-        high watermark may stop short of the real end the caller passes.)"""
+        """``end``, or less: where a read_committed reader stops now (Kafka's last stable offset).
+        Records of a transaction still open lie past it, and waiting to read them would take the
+        whole timeout. ``end`` when the broker does not answer, and on the embedded broker (its
+        high watermark may stop short of the real end the caller passes)."""
+        if self.settings.embedded:
+            return end
         try:
-            return consumer.get_watermark_offsets(TopicPartition(*tp), timeout=self.timeout_s)[1]
+            return min(end, consumer.get_watermark_offsets(TopicPartition(*tp), timeout=self.timeout_s)[1])
         except KafkaException:
             return end
 
