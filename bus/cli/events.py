@@ -10,9 +10,11 @@ from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.consume.tail import tail as tail_records
 from bus.errors import BusError
+from bus.integrate.desired import department_group_prefix
 from bus.publish import Publisher
 from bus.publish.jsonl import open_jsonl, parse_record, read_jsonl
 from bus.topology.loader import load_topology
+from bus.topology.models import Topology, topic_name
 
 
 @app.command()
@@ -72,10 +74,20 @@ def tail(
         topics = [s.topic for s in topo.subscriptions if s.department == department]
         if not topics:
             raise BusError(f"department {department!r} has no subscriptions in {topology}")
+    settings = cli_settings()
     for record in tail_records(
-        cli_settings(), topics, from_beginning=not from_end,
+        settings, topics, from_beginning=not from_end,
         max_records=max_records,
         idle_timeout_s=idle_timeout,
         exit_at_end=exit_at_end,
+        group_id=tail_group(topo, settings.sasl_username),
     ):
         typer.echo(json.dumps(record.as_json(headers), ensure_ascii=False))
+
+
+def tail_group(topology: Topology, principal: str | None) -> str:
+    """The group a tail names (it never joins it): one of the department's own when it runs as a
+    department's principal, else the bus's."""
+    if principal is not None and any(d.name == principal for d in topology.departments):
+        return department_group_prefix(topology.namespace, principal) + "tail"
+    return topic_name(topology.namespace, "bus-tail")

@@ -51,20 +51,28 @@ def tail(
     max_records: int | None = None,
     idle_timeout_s: float | None = None,
     exit_at_end: bool = False,
+    group_id: str = "bus-tail",
 ) -> Iterator[TailedRecord]:
     """Yield decoded records; stop after ``max_records``, after ``idle_timeout_s`` without
     one, or (``exit_at_end``) once every partition is read up to its end at the start
-    (and the rest of a batch that straddles it)."""
+    (and the rest of a batch that straddles it). ``group_id`` is never joined nor committed
+    to, but librdkafka looks up its coordinator: under ACLs it must be one the principal may use."""
     admin = wait_for_broker(settings)
     metadata = admin.list_topics(timeout=settings.connect_timeout_s)
     missing = [t for t in topics if t not in metadata.topics]
+    if missing and settings.sasl_username:  # a topic the principal may not describe is not listed
+        raise KafkaError(
+            f"topic(s) {', '.join(missing)} on {settings.bootstrap_servers} do not exist or User:{settings.sasl_username} "
+            "may not read them; a department reads its own subscriptions (`bus tail --department NAME`), and "
+            "`bus apply` grants what topology.yaml entitles it to"
+        )
     if missing:
         raise KafkaError(
             f"topic(s) {', '.join(missing)} do not exist yet on {settings.bootstrap_servers}; "
             "publish to the event type first, or run `bus up` to create the city's topics"
         )
     decoder = Decoder(registry_client(settings))
-    consumer = Consumer(consumer_config(settings, group_id="bus-tail", client_id="bus-tail", max_fetch_wait_ms=50))
+    consumer = Consumer(consumer_config(settings, group_id=group_id, client_id="bus-tail", max_fetch_wait_ms=50))
     # Explicit start offsets from the watermarks: cheaper than letting the fetcher resolve
     # OFFSET_BEGINNING/END partition by partition, and the ends serve exit_at_end.
     partitions = [TopicPartition(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]

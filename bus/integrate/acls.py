@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -41,7 +41,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from bus.integrate.desired import AclBinding
+from bus.integrate.desired import AclBinding, AclOperationName
 from bus.kafka.config import KafkaSettings
 
 #: A principal no authorizer accepts (no ``Type:`` prefix): the probe creates nothing.
@@ -79,7 +79,7 @@ def from_kafka(binding: KafkaAclBinding) -> AclBinding | None:
     kinds = {v: k for k, v in _RESOURCE.items()}
     if (binding.permission_type != AclPermissionType.ALLOW or binding.host != "*"
             or binding.restype not in kinds or not isinstance(binding.operation, AclOperation)
-            or binding.operation.name not in ("READ", "WRITE", "DESCRIBE")
+            or binding.operation.name not in get_args(AclOperationName)
             or binding.resource_pattern_type not in (ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED)):
         return None
     return AclBinding(binding.principal, kinds[binding.restype], binding.name, binding.operation.name,  # type: ignore[arg-type]

@@ -21,7 +21,8 @@ from bus.connectors.dlq import dlq_topic
 from bus.connectors.offsets import offsets_topic
 from bus.connectors.status import status_topic
 from bus.ops.deadletters import replayed_topic
-from bus.ops.lag import connector_group, router_group
+from bus.ops.lag import connector_group
+from bus.processors.topics import changelog_partitions, processor_topics, runs_processors
 from bus.registry.store import DEFAULT_TOPIC as REGISTRY_TOPIC
 from bus.routing.plan import build_routes
 from bus.routing.router import router_dlq_topic
@@ -34,9 +35,10 @@ __all__ = ["REGISTRY_TOPIC", "DEFAULT_SERVICE_PRINCIPAL", "AclBinding", "Desired
 
 DEFAULT_SERVICE_PRINCIPAL = "User:bus"
 
-TopicPurpose = Literal["canonical", "enriched", "subscription", "dead-letter", "connector-offsets", "connector-status", "registry"]
+TopicPurpose = Literal["canonical", "enriched", "subscription", "dead-letter", "connector-offsets", "connector-status",
+                       "registry", "applied-topology", "processors"]
 ResourceKind = Literal["topic", "group", "transactional_id"]
-AclOperationName = Literal["READ", "WRITE", "DESCRIBE"]
+AclOperationName = Literal["READ", "WRITE", "DESCRIBE", "CREATE"]
 
 #: Kafka's own default of every topic setting the bus manages: a broker that lists only
 #: the settings given at creation (the embedded one) means these when a key is absent.
@@ -131,6 +133,7 @@ def desired_state(
         topics.append(DesiredTopic(offsets_topic(ns), 1, COMPACT, "connector-offsets"))
         topics.append(DesiredTopic(status_topic(ns), 1, COMPACT, "connector-status"))
     topics.append(DesiredTopic(topology_topic(ns), 1, COMPACT, "applied-topology"))
+    topics.extend(_processor_topics(topology, {t.name for t in topics}))
     if registry_topic:
         topics.append(DesiredTopic(registry_topic, 1, COMPACT, "registry"))
     acls = acl_bindings(topology, service_principal, registry_topic)
@@ -138,10 +141,8 @@ def desired_state(
     return Desired(topics, subjects, acls, principals, ns)
 
 
-#: The embedded registry reads its storage topic with a consumer group of this prefix and a
-#: random suffix (``bus.registry.store._read_to_end``; assigned, but librdkafka still looks up
-#: the group's coordinator, and the registry stops on the refusal).
-REGISTRY_LOADER_GROUP_PREFIX = "bus-registry-loader-"
+#: Every consumer group of the bus starts so (after the namespace and its dot).
+BUS_GROUP_PREFIX = "bus-"
 
 
 def acl_bindings(
@@ -154,12 +155,15 @@ def acl_bindings(
     its own (every group named ``<namespace>.<department>.<anything>``, see
     :func:`department_group_prefix`), and read with the consumer groups of its sink
     connectors (a department may run a sink under its own identity). The service principal
-    runs the router and the processors (reads every canonical topic, reads and writes the
-    ``.enriched`` topic of a ``route_from: enriched`` type, writes every subscription topic
-    and the router's dead-letter topic, its group and its transactional ids) and the connectors (sources write the types they publish; sinks
-    read their subscription with their group; every connector writes its dead-letter
-    topic and reads and writes the offsets and status topics), and the embedded registry
-    (``registry_topic``: reads and writes its storage topic, with its loader's groups)."""
+    runs the router (reads every canonical topic, reads and writes the ``.enriched`` topic of a
+    ``route_from: enriched`` type, writes every subscription topic, the router's dead-letter
+    topic and its transactional ids), the processors (read the camera topics, write the city's
+    cases, read and write their own topics and changelogs), the connectors (sources write the
+    types they publish; sinks read their subscription; every connector writes its dead-letter
+    topic and reads and writes the offsets and status topics) and the embedded registry
+    (``registry_topic``: reads and writes its storage topic); it uses every consumer group
+    named ``[<namespace>.]bus-<...>`` and, in a namespace, ``bus-<...>`` (see
+    :data:`BUS_GROUP_PREFIX`)."""
     ns = topology.namespace
     out: set[AclBinding] = set()
 
@@ -178,10 +182,13 @@ def acl_bindings(
         allow(f"User:{sub.department}", "group", department_group_prefix(ns, sub.department), "READ", prefixed=True)
         allow(service_principal, "topic", sub.topic, "WRITE", "DESCRIBE")
     allow(service_principal, "topic", router_dlq_topic(topology), "WRITE", "DESCRIBE")
-    allow(service_principal, "group", router_group(ns), "READ")
-    for sub in topology.subscriptions:
-        if sub.lane:  # a subscription with a start point is routed by a group of its own
-            allow(service_principal, "group", router_group(ns, sub.lane), "READ")
+    # The bus's groups (the router's and its lanes', the sink connectors', the processors', the
+    # topology watch) are named <namespace>.bus-<...>; its readers that only assign partitions
+    # (the registry's loader, the ends of a topic, the page's counters) never join a group or
+    # commit, but librdkafka needs a group id and looks up its coordinator: bus-<...>.
+    allow(service_principal, "group", topic_name(ns, BUS_GROUP_PREFIX), "READ", prefixed=True)
+    if ns:
+        allow(service_principal, "group", BUS_GROUP_PREFIX, "READ", prefixed=True)
     # Transactional ids: bus-router-<instance> and the lanes' bus-router.<subscription>-<instance>.
     allow(service_principal, "transactional_id", topic_name(ns, "bus-router"), "WRITE", "DESCRIBE", prefixed=True)
     allow(service_principal, "topic", topology_topic(ns), "READ", "WRITE", "DESCRIBE")
@@ -195,15 +202,37 @@ def acl_bindings(
         elif connector.subscription is not None:
             group = connector_group(ns, connector.name)
             allow(service_principal, "topic", topology.subscription(connector.subscription).topic, "READ", "DESCRIBE")
-            allow(service_principal, "group", group, "READ")
             allow(f"User:{connector.department}", "group", group, "READ")
     if topology.connectors:
         for name in (offsets_topic(ns), status_topic(ns)):
             allow(service_principal, "topic", name, "READ", "WRITE", "DESCRIBE")
     if registry_topic:
         allow(service_principal, "topic", registry_topic, "READ", "WRITE", "DESCRIBE")
-        allow(service_principal, "group", REGISTRY_LOADER_GROUP_PREFIX, "READ", prefixed=True)
+    if runs_processors(topology):  # they read the canonical camera topics (above), write cases
+        topics = processor_topics(topology)
+        allow(service_principal, "topic", topics.cases, "WRITE", "DESCRIBE")
+        for name in (topics.enriched, topics.camera_import, topics.sla, topics.availability):
+            allow(service_principal, "topic", name, "READ", "WRITE", "DESCRIBE")
+        for name in changelog_partitions(topology):
+            # faust declares its tables' changelogs at every start: with CREATE, Kafka answers that
+            # they exist (made by `bus apply`); without it, that the request is not authorized.
+            allow(service_principal, "topic", name, "READ", "WRITE", "DESCRIBE", "CREATE")
     return sorted(out)
+
+
+def _processor_topics(topology: Topology, listed: set[str]) -> list[DesiredTopic]:
+    """The processors' own topics (and the enriched one when no event type routes from it)."""
+    if not runs_processors(topology):
+        return []
+    topics = processor_topics(topology)
+    wanted = [
+        DesiredTopic(topics.enriched, topics.alarm_partitions, DELETE, "enriched", "camera_alarm"),
+        DesiredTopic(topics.camera_import, topics.status_partitions, DELETE, "processors"),
+        DesiredTopic(topics.sla, topics.status_partitions, DELETE, "processors"),
+        DesiredTopic(topics.availability, 1, COMPACT, "processors"),
+        *(DesiredTopic(name, partitions, COMPACT, "processors") for name, partitions in changelog_partitions(topology).items()),
+    ]
+    return [t for t in wanted if t.name not in listed]
 
 
 def department_group_prefix(namespace: str | None, department: str) -> str:

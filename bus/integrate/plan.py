@@ -17,7 +17,7 @@ but refuses them to this client is an error, not a missing feature (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
@@ -30,6 +30,7 @@ from bus.integrate.desired import (
     KAFKA_DEFAULTS,
     REGISTRY_TOPIC,
     AclBinding,
+    AclOperationName,
     Desired,
     DesiredSubject,
     DesiredTopic,
@@ -424,7 +425,7 @@ def render(plan: Plan) -> str:
 def _by_principal(bindings: list[AclBinding], symbol: str) -> list[str]:
     """``User:police`` then one line per resource: ``+ ALLOW WRITE, DESCRIBE on topic X``."""
     grouped: dict[str, dict[tuple[str, str, bool], list[str]]] = {}
-    rank = ["READ", "WRITE", "DESCRIBE"]
+    rank = list(get_args(AclOperationName))
     for b in bindings:
         grouped.setdefault(b.principal, {}).setdefault((b.resource, b.name, b.prefixed), []).append(b.operation)
     lines: list[str] = []

@@ -34,15 +34,19 @@ may batch.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiokafka
+from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+from faust.types.auth import CredentialsT
 
 from bus.kafka.config import KafkaSettings
 from bus.kafka.ends import ends_past_last_batch
+from bus.kafka.exceptions import KafkaError
 
 
 class FlowSafeConsumer(driver.Consumer):
@@ -132,3 +136,19 @@ def processors_transport(settings: KafkaSettings, fetch_max_wait_ms: int | None)
         Consumer = EmbeddedConsumer
 
     return EmbeddedTransport
+
+
+def faust_credentials(settings: KafkaSettings) -> CredentialsT | None:
+    """The processors' credentials for faust's aiokafka clients, from the same settings as
+    every other client of the bus (SASL over plaintext or TLS, or TLS alone); None on plaintext."""
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=settings.ssl_ca_location) if protocol.endswith("SSL") else None
+    if protocol == "SSL":
+        return SSLCredentials(context)
+    if settings.sasl_mechanism is None or settings.sasl_username is None or settings.sasl_password is None:
+        raise KafkaError(f"BUS_SECURITY_PROTOCOL={protocol} needs BUS_SASL_MECHANISM, BUS_SASL_USERNAME and "
+                         "BUS_SASL_PASSWORD")
+    return SASLCredentials(username=settings.sasl_username, password=settings.sasl_password.get_secret_value(),
+                           mechanism=settings.sasl_mechanism, ssl_context=context)

@@ -52,8 +52,11 @@ they are the city's with one worker (every partition), partial with several.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +68,7 @@ from confluent_kafka import Producer
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, faust_fetch_wait_ms, faust_settings, producer_config
-from bus.kafka.faust_transport import processors_transport
+from bus.kafka.faust_transport import faust_credentials, processors_transport
 from bus.ops.metrics import BusMonitor
 from bus.processors.cameras import CameraInfo, camera_from_status, enrich_alarm
 from bus.processors.encoding import DerivedEncoder, derived_ce_id
@@ -79,53 +82,21 @@ from bus.processors.sla import (
     cameras_of,
     key_partition,
 )
+from bus.processors.topics import (
+    CAMERAS_TABLE,
+    SLA_TABLE,
+    WINDOWS_TABLE,
+    ProcessorTopics,
+    app_id,
+    changelog_partitions,
+    processor_topics,
+)
 from bus.processors.storms import Emission, StormConfig, StormMerger, entry_camera, event_time_ms
 from bus.registry.client import registry_client
 from bus.schemas.records import to_json
-from bus.topology.models import ENRICHED_SUFFIX, Topology, topic_name
+from bus.topology.models import Topology
 
 log = structlog.get_logger(__name__)
-
-IMPORT_TOPIC = "city.processors.camera_import"
-SLA_TOPIC = "city.processors.camera_sla"
-AVAILABILITY_TOPIC = "bus-camera-availability"
-#: the faust tables (their changelogs are ``<app id>-<table>-changelog``)
-CAMERAS_TABLE, SLA_TABLE, WINDOWS_TABLE = "cameras", "camera_sla", "storm_windows"
-
-
-@dataclass(frozen=True)
-class ProcessorTopics:
-    alarms: str
-    statuses: str
-    enriched: str
-    camera_import: str
-    sla: str
-    availability: str
-    status_partitions: int
-    alarm_partitions: int
-
-
-def processor_topics(topology: Topology) -> ProcessorTopics:
-    alarm, status = topology.event_type("camera_alarm"), topology.event_type("camera_status")
-    return ProcessorTopics(
-        alarms=alarm.topic,
-        statuses=status.topic,
-        enriched=f"{alarm.topic}.{ENRICHED_SUFFIX}",  # what `route_from: enriched` routes
-        camera_import=topic_name(topology.namespace, IMPORT_TOPIC),
-        sla=topic_name(topology.namespace, SLA_TOPIC),
-        availability=topic_name(topology.namespace, AVAILABILITY_TOPIC),
-        status_partitions=status.partitions,
-        alarm_partitions=alarm.partitions,
-    )
-
-
-def app_id(topology: Topology) -> str:
-    return topic_name(topology.namespace, "bus-processors")
-
-
-def changelog_topic(topology: Topology, table: str) -> str:
-    """The changelog faust writes a table of the processors to (faust's own naming)."""
-    return f"{app_id(topology)}-{table}-changelog"
 
 
 def ensure_processor_topics(topology: Topology, settings: KafkaSettings) -> ProcessorTopics:
@@ -147,11 +118,8 @@ def ensure_processor_topics(topology: Topology, settings: KafkaSettings) -> Proc
             TopicSpec(topics.camera_import, topics.status_partitions),
             TopicSpec(topics.sla, topics.status_partitions),
             TopicSpec.compacted(topics.availability),
-            TopicSpec(topology.event_type("city_case").topic, topology.event_type("city_case").partitions),
-            *(TopicSpec.compacted(changelog_topic(topology, table), partitions)
-              for table, partitions in ((CAMERAS_TABLE, topics.status_partitions),
-                                        (SLA_TABLE, topics.status_partitions),
-                                        (WINDOWS_TABLE, topics.alarm_partitions))),
+            TopicSpec(topics.cases, topics.case_partitions),
+            *(TopicSpec.compacted(name, partitions) for name, partitions in changelog_partitions(topology).items()),
         ],
     )
     return topics
@@ -214,6 +182,13 @@ class _WindowsWriter(faust.Sensor):
         self.merger.write_pending()
 
 
+def _scratch_folder(name: str) -> str:
+    """A folder of this process's own, removed when it exits."""
+    folder = tempfile.mkdtemp(prefix=f"{name}-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def build_app(
     topology: Topology,
     settings: KafkaSettings,
@@ -250,6 +225,13 @@ def build_app(
         # above the bus's 2 s target, even when idle. Every 0.5 s costs two commits a second
         # and keeps the committed position within half a second of the work done.
         broker_commit_interval=0.5,
+        broker_credentials=faust_credentials(settings),
+        # no agent or timer runs on the leader only: no `<app id>-__assignor-__leader` topic, which
+        # faust would make itself (the bus's principal may not create topics)
+        topic_disable_leader=True,
+        # the memory store keeps nothing on disk, but faust makes its folders: a temporary one,
+        # not `<app id>-data` in the working directory
+        datadir=_scratch_folder(app_id(topology)),
     )
     # before the first topic: app.topic() builds the transport
     app.transport = processors_transport(settings, faust_fetch_wait_ms(settings))(app.conf.broker_consumer, app)

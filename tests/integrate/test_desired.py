@@ -3,11 +3,13 @@ derived from the shipped city."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bus.integrate.desired import department_group_prefix, desired_state, managed_topic
+from bus.integrate.desired import acl_bindings, department_group_prefix, desired_state, managed_topic
 from bus.topology.loader import load_topology
-from tests.fixtures.city import REPO
+from tests.fixtures.city import REPO, write_city_topology
 
 
 @pytest.mark.parametrize(("name", "namespace", "managed"), [
@@ -37,7 +39,9 @@ def test_the_city_implies_every_topic_once_with_the_source_partition_count() -> 
     for sub in topology.subscriptions:
         assert desired.topic(sub.topic).partitions == topology.event_type(sub.event_type).partitions  # type: ignore[union-attr]
     compacted = {t.name for t in desired.topics if t.config["cleanup.policy"] == "compact"}
-    assert compacted == {"bus-connector-offsets", "bus-connector-status", "_bus_schemas", "bus-topology"}
+    assert compacted == {"bus-connector-offsets", "bus-connector-status", "_bus_schemas", "bus-topology",
+                         "bus-camera-availability", "bus-processors-cameras-changelog",
+                         "bus-processors-camera_sla-changelog", "bus-processors-storm_windows-changelog"}
     assert desired_state(topology, registry_topic=None).topic("_bus_schemas") is None
     subjects = {s.subject for s in desired.subjects}
     assert {et.subject for et in topology.event_types} | {s.subject for s in topology.subscriptions} <= subjects
@@ -63,5 +67,32 @@ def test_the_embedded_registry_storage_is_granted_to_the_service_principal_when_
     topology = load_topology(REPO / "topology.yaml")
     granted = {(b.resource, b.name, b.operation) for b in desired_state(topology).acls if b.principal == "User:bus"}
     assert {("topic", "_bus_schemas", op) for op in ("READ", "WRITE", "DESCRIBE")} <= granted
-    assert ("group", "bus-registry-loader-", "READ") in granted
+    assert ("group", "bus-", "READ") in granted  # the registry's loader reads in bus-registry-loader-<random>
     assert not any(b.name == "_bus_schemas" for b in desired_state(topology, registry_topic=None).acls)
+
+
+def test_the_processors_topics_are_made_and_granted_to_the_service_principal(tmp_path: Path) -> None:
+    topology = load_topology(write_city_topology(tmp_path, "ns"))
+    desired = desired_state(topology)
+    processors = {t.name: t for t in desired.topics if t.purpose == "processors"}
+    assert set(processors) == {
+        "ns.city.processors.camera_import", "ns.city.processors.camera_sla", "ns.bus-camera-availability",
+        "ns.bus-processors-cameras-changelog", "ns.bus-processors-camera_sla-changelog",
+        "ns.bus-processors-storm_windows-changelog",
+    }
+    assert processors["ns.bus-processors-storm_windows-changelog"].partitions == topology.event_type("camera_alarm").partitions
+    assert processors["ns.bus-processors-cameras-changelog"].config == {"cleanup.policy": "compact"}
+    granted = {(b.resource, b.name, b.operation, b.prefixed) for b in desired.acls if b.principal == "User:bus"}
+    for name in (*processors, "ns.city.events.camera_alarm.enriched"):
+        assert {("topic", name, op, False) for op in ("READ", "WRITE", "DESCRIBE")} <= granted, name
+    created = {name for kind, name, op, _ in granted if op == "CREATE"}  # faust declares its changelogs
+    assert created == {name for name in processors if name.endswith("-changelog")}
+    assert ("topic", "ns.city.events.city_case", "WRITE", False) in granted  # linkage opens cases
+    assert ("group", "ns.bus-", "READ", True) in granted  # the processors' group ns.bus-processors
+    subscriptions = [s for s in topology.subscriptions if s.event_type != "city_case"]
+    without = topology.model_copy(update={
+        "event_types": [et for et in topology.event_types if et.name != "city_case"], "subscriptions": subscriptions,
+        "connectors": [c for c in topology.connectors if "city_case" not in (c.publishes or [])
+                       and c.subscription in {s.name for s in subscriptions} | {None}]})
+    assert not any(t.purpose == "processors" for t in desired_state(without).topics)
+    assert not any("processors" in b.name for b in acl_bindings(without))

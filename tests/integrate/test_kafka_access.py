@@ -12,9 +12,12 @@ topics and is refused everything else.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -22,13 +25,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from bus.demo.samples import GENERATORS
 from bus.integrate.plan import make_plan, render
+from bus.connectors import ConnectorRunner
 from bus.kafka.config import KafkaSettings, admin_config, consumer_config, producer_config
 from bus.kafka.local import LocalKafka
 from bus.ops.lag import connector_group
@@ -39,12 +45,13 @@ from bus.routing.service import RoutingService
 from bus.schemas.records import to_datum
 from bus.topology.loader import load_topology
 from bus.topology.models import Topology
+from tests.connectors.support import Endpoint, entry_points
 from tests.fixtures.city import write_city_topology
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-BUS = [sys.executable, "-c", "import bus.cli.integrate; from bus.cli.app import main; main()"]
+BUS = [sys.executable, "-m", "bus"]
 DEPARTMENTS = ("fire_brigade", "police", "statistics")
 REFUSED_READ = {"TOPIC_AUTHORIZATION_FAILED"}
 REFUSED_WRITE = {"TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED"}
@@ -88,8 +95,15 @@ def wait_until(condition, timeout_s: float, what: str) -> None:  # noqa: ANN001 
         time.sleep(0.05)
 
 
+@dataclass
+class SecuredCluster:
+    kafka: LocalKafka
+    passwords: dict[str, str]
+    folder: Path
+
+
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCity]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
     folder = tmp_path_factory.mktemp("secured-kafka")
     passwords = {user: secrets.token_urlsafe(18) for user in ("admin", "bus", *DEPARTMENTS)}
     kafka = LocalKafka(folder / "kafka", scram_users={"admin": passwords["admin"], "bus": passwords["bus"]},
@@ -97,38 +111,64 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCity]:
     with kafka:
         for department in DEPARTMENTS:  # users added to a running cluster
             kafka.add_scram_user(department, passwords[department])
-        # The registry that serves `bus apply` runs as the super user (the bus may not touch its
-        # storage before apply granted it); then the bus's own registry takes over that storage.
-        registry_topic = f"_bus_schemas-acl-{uuid.uuid4().hex[:8]}"
-        registry = EmbeddedRegistry(kafka.client_settings("admin"), topic=registry_topic).start()
-        try:
-            namespace = f"acl_{uuid.uuid4().hex[:8]}"
-            path = write_city_topology(folder, namespace)
-            topology = load_topology(path)
-            admin = kafka.client_settings("admin").with_registry(registry.url)
-            applied = _run_cli(["apply", "--topology", str(path), "--registry-topic", registry_topic, "--yes"], admin)
-            assert applied.returncode == 0, applied.stdout + applied.stderr
-        finally:
-            registry.stop()
-        registry = EmbeddedRegistry(kafka.client_settings("bus"), topic=registry_topic).start()
-        try:
-            bus = kafka.client_settings("bus").with_registry(registry.url)
-            service = RoutingService(topology, bus, environ={"BUS_HASH_MASTER_KEY": "acl-test"})
-            with service:
-                assert service.wait_assigned(90), "the router (as User:bus) was not given its partitions"
-                expected, per_type = _publish(topology, kafka, registry.url)
-                published = sum(per_type.values())
+        yield SecuredCluster(kafka, passwords, folder)
 
-                def routed() -> bool:  # the shared router and each lane read their own event types
-                    return all(router.stats.committed_in >= sum(per_type.get(et, 0) for et in router.routes)
-                               for router in list(service.routers.values()))
 
-                wait_until(routed, 90, f"the router (as User:bus) to route {published} records")
-                yield SecuredCity(kafka, path, topology, registry.url, registry_topic, passwords, expected, published,
-                                  service, applied.stdout + applied.stderr,
-                                  [kafka.log_path(n.node_id) for n in kafka.nodes])
-        finally:
-            registry.stop()
+@dataclass
+class AppliedCity:
+    path: Path
+    topology: Topology
+    registry_url: str
+    registry_topic: str
+    apply_output: str
+
+
+@contextlib.contextmanager
+def applied_city(cluster: SecuredCluster, name: str, **topology_options: Any) -> Iterator[AppliedCity]:
+    """A namespaced copy of the shipped city, applied by ``bus apply`` as the super user, and the
+    registry the bus then runs (as ``User:bus``). The registry that serves `bus apply` runs as the
+    super user (the bus may not touch its storage before apply granted it); then the bus's own
+    registry takes over that storage."""
+    kafka = cluster.kafka
+    registry_topic = f"_bus_schemas-{name}-{uuid.uuid4().hex[:8]}"
+    namespace = f"{name}_{uuid.uuid4().hex[:8]}"
+    folder = cluster.folder / namespace
+    folder.mkdir()
+    path = write_city_topology(folder, namespace, **topology_options)
+    registry = EmbeddedRegistry(kafka.client_settings("admin"), topic=registry_topic).start()
+    try:
+        admin = kafka.client_settings("admin").with_registry(registry.url)
+        applied = _run_cli(["apply", "--topology", str(path), "--registry-topic", registry_topic, "--yes"], admin)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+    finally:
+        registry.stop()
+    registry = EmbeddedRegistry(kafka.client_settings("bus"), topic=registry_topic).start()
+    try:
+        yield AppliedCity(path, load_topology(path), registry.url, registry_topic, applied.stdout + applied.stderr)
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(cluster: SecuredCluster) -> Iterator[SecuredCity]:
+    kafka = cluster.kafka
+    with applied_city(cluster, "acl") as city:
+        topology = city.topology
+        bus = kafka.client_settings("bus").with_registry(city.registry_url)
+        service = RoutingService(topology, bus, environ={"BUS_HASH_MASTER_KEY": "acl-test"})
+        with service:
+            assert service.wait_assigned(90), "the router (as User:bus) was not given its partitions"
+            expected, per_type = _publish(topology, kafka, city.registry_url)
+            published = sum(per_type.values())
+
+            def routed() -> bool:  # the shared router and each lane read their own event types
+                return all(router.stats.committed_in >= sum(per_type.get(et, 0) for et in router.routes)
+                           for router in list(service.routers.values()))
+
+            wait_until(routed, 90, f"the router (as User:bus) to route {published} records")
+            yield SecuredCity(kafka, city.path, topology, city.registry_url, city.registry_topic, cluster.passwords,
+                              expected, published, service, city.apply_output,
+                              [kafka.log_path(n.node_id) for n in kafka.nodes])
 
 
 def _run_cli(args: list[str], settings: KafkaSettings) -> subprocess.CompletedProcess[str]:
@@ -354,3 +394,106 @@ def test_no_password_in_logs_or_on_command_lines(secured: SecuredCity) -> None:
     for node in secured.kafka.nodes:
         assert (node.folder / "server.properties").stat().st_mode & 0o077 == 0
         assert not (node.folder / "arguments.private").exists()
+
+
+# -- the whole bus as User:bus: an ingest source, the processors, the router, a webhook sink ---------
+
+
+@dataclass
+class Pipeline:
+    city: AppliedCity
+    posted: dict[str, dict[str, Any]]  # alarm_id -> the alarm posted to the ingest connector
+    delivered: dict[str, dict[str, Any]]  # alarm_id -> the body the fire brigade's endpoint got
+    processors_log: Path
+    processors_exit: int | None
+
+
+@pytest.fixture(scope="module")
+def pipeline(cluster: SecuredCluster) -> Iterator[Pipeline]:
+    """The processors (a `bus process` child), the router, Skynet's HTTP ingest and the fire
+    brigade's webhook sink, each with User:bus's credentials and only what `bus apply` granted:
+    fire alarms posted to the ingest reach the fire brigade through the processors' enriched topic."""
+    kafka = cluster.kafka
+    secrets_dir = cluster.folder / "connector-secrets"
+    secrets_dir.mkdir(exist_ok=True)
+    (secrets_dir / "token").write_text(token := secrets.token_urlsafe(12))
+    (secrets_dir / "hmac").write_text(hmac_key := secrets.token_urlsafe(12))
+    endpoint = Endpoint(hmac_key=hmac_key).start()
+    options = {"enriched": True, "connector_config": {
+        "skynet-platform": {"port": 0, "auth": {"token": f"file:{secrets_dir / 'token'}"}},
+        "fire-dispatch-webhook": {"url": endpoint.url, "hmac_key": f"file:{secrets_dir / 'hmac'}"},
+    }}
+    try:
+        with applied_city(cluster, "pipe", **options) as city, contextlib.ExitStack() as stack:
+            bus = kafka.client_settings("bus").with_registry(city.registry_url)
+            log_path = cluster.folder / f"processors-{city.topology.namespace}.log"
+            environ = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")} | bus.to_environ()
+            with log_path.open("w") as log:
+                processors = subprocess.Popen([*BUS, "process", "--topology", str(city.path)], stdout=log,
+                                              stderr=subprocess.STDOUT, env=environ, cwd=REPO)
+            stack.callback(_stop, processors)
+            service = stack.enter_context(RoutingService(city.topology, bus, environ={"BUS_HASH_MASTER_KEY": "acl"}))
+            runners = [ConnectorRunner(city.topology.connector(name), city.topology, bus, entry_points=entry_points())
+                       for name in ("fire-dispatch-webhook", "skynet-platform")]  # the sink consumes first
+            for runner in runners:
+                runner.start(60)
+                stack.callback(runner.stop)
+            assert service.wait_assigned(90), "the router (as User:bus) was not given its partitions"
+            rng = random.Random(7)
+            posted: dict[str, dict[str, Any]] = {}
+            url = runners[1].instance.url  # type: ignore[union-attr]
+            for n in range(12):  # each on a camera of its own: no storm merges two of them
+                alarm = GENERATORS["camera_alarm"](rng) | {"alarm_type": "FIRE_SMOKE", "severity": "HIGH",
+                                                           "camera_id": f"ACL-CAM-{n:03d}"}
+                answer = httpx.post(f"{url}/camera_alarm", json=alarm, timeout=30,
+                                    headers={"Authorization": f"Bearer {token}"})
+                assert answer.status_code in (200, 202), answer.text
+                posted[alarm["alarm_id"]] = alarm
+
+            def delivered() -> dict[str, dict[str, Any]]:
+                bodies = [r.json() for r in endpoint.accepted()]
+                return {body["alarm_id"]: body for body in bodies if body.get("alarm_id") in posted}
+
+            deadline = time.monotonic() + 120
+            while len(delivered()) < len(posted) and processors.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            yield Pipeline(city, posted, delivered(), log_path, processors.poll())
+    finally:
+        endpoint.stop()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def test_the_bus_principal_runs_processors_and_connectors_with_only_its_grants(pipeline: Pipeline) -> None:
+    log = pipeline.processors_log.read_text(errors="replace")
+    assert pipeline.processors_exit is None, f"the processors (as User:bus) died:\n{log[-3000:]}"
+    assert set(pipeline.delivered) == set(pipeline.posted), (
+        f"{len(pipeline.delivered)} of {len(pipeline.posted)} fire alarms reached the fire brigade\n{log[-3000:]}")
+    for alarm_id, body in pipeline.delivered.items():
+        assert body["camera_id"] == pipeline.posted[alarm_id]["camera_id"]
+    assert "AuthorizationFailed" not in log and "AUTHORIZATION_FAILED" not in log, log[-3000:]
+    # what went to the fire brigade came through the processors' output, as the topology says
+    assert pipeline.city.topology.event_type("camera_alarm").routed_topic.endswith(".enriched")
+
+
+def test_a_department_tails_its_own_subscriptions_and_nothing_else(pipeline: Pipeline, cluster: SecuredCluster) -> None:
+    settings = cluster.kafka.client_settings("fire_brigade").with_registry(pipeline.city.registry_url)
+    path = str(pipeline.city.path)
+    own = _run_cli(["tail", "--department", "fire_brigade", "--exit", "--topology", path], settings)
+    assert own.returncode == 0, own.stderr
+    lines = [json.loads(line) for line in own.stdout.splitlines()]
+    fire_alarms = pipeline.city.topology.subscription("fire-alarms").topic
+    assert {line["topic"] for line in lines} <= {s.topic for s in pipeline.city.topology.subscriptions
+                                                 if s.department == "fire_brigade"}
+    assert {line["value"]["alarm_id"] for line in lines if line["topic"] == fire_alarms} == set(pipeline.posted)
+    canonical = _run_cli(["tail", "camera_alarm", "--exit", "--topology", path], settings)
+    assert canonical.returncode == 1 and "User:fire_brigade" in canonical.stderr, canonical.stdout + canonical.stderr
+    assert "Traceback" not in canonical.stderr

@@ -137,7 +137,10 @@ def test_plan_shows_exactly_a_partition_change_and_a_new_subscription(namespace:
 
     changed = plan_of(namespace, edited(namespace, change))
     status_topics = [f"{ns}.city.events.camera_status"] + [
-        s.topic for s in topology.subscriptions if s.event_type == "camera_status"]
+        s.topic for s in topology.subscriptions if s.event_type == "camera_status"] + [
+        # the processors' topics keyed by camera, co-partitioned with camera_status
+        f"{ns}.city.processors.camera_import", f"{ns}.city.processors.camera_sla",
+        f"{ns}.bus-processors-cameras-changelog", f"{ns}.bus-processors-camera_sla-changelog"]
     new_topic, new_subject = f"{ns}.city.sub.statistics.status-audit", f"{ns}.city.sub.statistics.status-audit-value"
     expected = {("add_partitions", t) for t in status_topics} | {
         ("create_topic", new_topic), ("register_schema", new_subject)}
