@@ -15,7 +15,8 @@ import typer
 from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.kafka.broker import EmbeddedBroker
-from bus.kafka.local import KAFKA_VERSION, LocalKafka, default_data_dir
+from bus.kafka.distribution import KAFKA_VERSION
+from bus.kafka.local import LocalKafka, default_data_dir
 from bus.kafka.config import KafkaSettings
 from bus.errors import BusError
 from bus.registry.server import serve_forever

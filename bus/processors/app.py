@@ -58,7 +58,6 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import faust
