@@ -36,8 +36,8 @@ from bus.connectors.base import Sink, SinkContext
 from bus.connectors.config import ConnectorConfig, SecretRef
 from bus.connectors.exceptions import Backpressure, Interrupted, RecordFailed
 from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
-from bus.connectors.retry import retry_async
 from bus.connectors.signing import SIGNATURE_HEADER, sign
+from bus.retry import retry_async
 
 #: Kafka header -> HTTP header (CloudEvents HTTP binding, binary mode).
 _CE_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_specversion", "ce_time", "ce_subject", "ce_traceparent")

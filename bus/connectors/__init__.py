@@ -26,9 +26,9 @@ from bus.connectors.exceptions import (
 from bus.connectors.offsets import OffsetStore, offsets_topic
 from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
 from bus.connectors.registry import GROUP, installed, load_connector_class
-from bus.connectors.retry import Backoff, RetryPolicy
 from bus.connectors.runner import ConnectorRunner, group_id
 from bus.connectors.status import ConnectorStatus, StatusStore, status_topic
+from bus.retry import Backoff, RetryPolicy, retry_async
 
 __all__ = [
     "GROUP",
@@ -64,5 +64,6 @@ __all__ = [
     "load_connector_class",
     "offsets_topic",
     "parse_config",
+    "retry_async",
     "status_topic",
 ]

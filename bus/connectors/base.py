@@ -32,7 +32,7 @@ from bus.connectors.exceptions import Backpressure, ConnectorError, Interrupted
 from bus.connectors.monitor import ConnectorMonitor
 from bus.connectors.offsets import OffsetStore, Position
 from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
-from bus.connectors.retry import RetryPolicy
+from bus.retry import RetryPolicy
 from bus.errors import BusError
 from bus.kafka.config import KafkaSettings
 from bus.kafka.exceptions import KafkaError

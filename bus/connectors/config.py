@@ -31,7 +31,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from bus.topology.loader import describe_value
 from bus.connectors.exceptions import ConnectorConfigInvalid, ConnectorError, Loc, SecretUnavailable
-from bus.connectors.retry import RetryPolicy
+from bus.retry import RetryPolicy
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOPIC_NAME = r"^[A-Za-z0-9._-]+$"

@@ -37,6 +37,7 @@ from bus.kafka.consuming import take_batch
 from bus.ops.lag import router_group
 from bus.ops.metrics import BusMonitor
 from bus.registry.client import registry_client
+from bus.retry import retry_call
 from bus.routing.exceptions import RoutingError
 from bus.routing.plan import Route, build_routes
 from bus.schemas import wire
@@ -75,15 +76,15 @@ class RouterStats:
 def _retrying(operation: Callable[[], object], attempts: int = 5) -> None:
     """Run a transactional operation, repeating it while librdkafka says the error is
     retriable and does not require an abort (its documented contract)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            operation()
-            return
-        except KafkaException as exc:
-            error = exc.args[0]
-            if attempt == attempts or not error.retriable() or error.txn_requires_abort():
-                raise
-            log.warning("router transaction step failed, retrying", error=error.str(), attempt=attempt)
+
+    def retriable(exc: Exception) -> bool:
+        error = exc.args[0] if isinstance(exc, KafkaException) else None
+        return error is not None and error.retriable() and not error.txn_requires_abort()
+
+    def on_retry(exc: Exception, attempt: int) -> None:
+        log.warning("router transaction step failed, retrying", error=exc.args[0].str(), attempt=attempt)
+
+    retry_call(operation, attempts=attempts, retriable=retriable, on_retry=on_retry)
 
 
 Select = Callable[[Subscription], bool]

@@ -28,6 +28,7 @@ import structlog
 from bus.errors import BusError
 from bus.kafka.config import KafkaSettings
 from bus.ops.metrics import BusMonitor
+from bus.retry import Restarts
 from bus.routing.router import DEFAULT_BATCH_SIZE, Router, RouterStats
 from bus.topology.models import Subscription, Topology
 from bus.topology.published import TopologyWatcher
@@ -108,17 +109,17 @@ class RoutingService:
         was away too long, a fenced producer, a recovery that timed out), run it again after a
         back-off. Each run starts from the committed transactional offsets, so a restart
         neither loses nor repeats a record, and the other routers never notice."""
-        delay = BACKOFF_MIN_S
+        restarts = Restarts(BACKOFF_MIN_S, BACKOFF_MAX_S, STABLE_AFTER_S)
         while not stop.is_set():
             started = time.monotonic()
             try:
                 router.run(stop)
                 return
             except Exception as exc:  # noqa: BLE001 (any failure: the router must come back)
-                self.restarts[router.lane] = self.restarts.get(router.lane, 0) + 1
-                delay = BACKOFF_MIN_S if time.monotonic() - started > STABLE_AFTER_S else min(BACKOFF_MAX_S, delay * 2)
+                delay = restarts.after_failure(time.monotonic() - started)
+                self.restarts[router.lane] = restarts.count
                 log.error("router failed; starting it again", group=router.group, error=str(exc),
-                          error_type=type(exc).__name__, in_s=delay, restarts=self.restarts[router.lane])
+                          error_type=type(exc).__name__, in_s=delay, restarts=restarts.count)
             if stop.wait(delay):
                 return
 

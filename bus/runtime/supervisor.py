@@ -27,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from bus.kafka.broker import set_parent_death_signal
+from bus.retry import Restarts
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ class _Part:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff_s: float = 0.0  # the last wait before a restart (0: none yet)
+    waits: Restarts = field(default_factory=Restarts)  # the waits before its restarts
     due_at: float | None = None  # when a dead part is started again
     exits: list[int] = field(default_factory=list)
 
@@ -74,10 +75,8 @@ class Supervisor:
         names = [p.name for p in parts]
         if len(set(names)) != len(names):
             raise ValueError(f"part names must be unique, got {names}")
-        self._parts = {p.name: _Part(p) for p in parts}
+        self._parts = {p.name: _Part(p, waits=Restarts(backoff_min_s, backoff_max_s, stable_after_s)) for p in parts}
         self._say = say or (lambda line: log.info(line))
-        self._backoff = (backoff_min_s, backoff_max_s)
-        self._stable_after_s = stable_after_s
         self._check_every_s = check_every_s
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -183,11 +182,9 @@ class Supervisor:
         if code is None:
             return
         part.exits.append(code)
-        low, high = self._backoff
-        stable = now - part.started_at >= self._stable_after_s
-        part.backoff_s = low if stable or not part.backoff_s else min(high, part.backoff_s * 2)
-        part.due_at = now + part.backoff_s
-        self._say(f"{part.spec.name}: exited ({_exit_text(code)}); starting it again in {part.backoff_s:g} s "
+        wait = part.waits.after_failure(now - part.started_at)
+        part.due_at = now + wait
+        self._say(f"{part.spec.name}: exited ({_exit_text(code)}); starting it again in {wait:g} s "
                   f"(log: {part.spec.log_path})")
 
 

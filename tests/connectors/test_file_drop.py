@@ -17,7 +17,7 @@ from bus.connectors import ConnectorConfigInvalid, ConnectorRunner, dlq_topic
 from bus.connectors.base import SourceContext
 from bus.connectors.config import parse_config
 from bus.connectors.monitor import ConnectorMonitor
-from bus.connectors.retry import RetryPolicy
+from bus.retry import RetryPolicy
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.publish.exceptions import PublishRefused

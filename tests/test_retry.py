@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bus.connectors.retry import Backoff, RetryPolicy, retry_async
+from bus.retry import Backoff, Restarts, RetryPolicy, retry_async, retry_call
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,40 @@ def test_retry_async_retries_what_is_retriable_and_honours_a_longer_hint() -> No
 
     with pytest.raises(ValueError):
         asyncio.run(retry_async(broken, policy, retriable=lambda e: isinstance(e, TimeoutError)))
+
+
+def test_retry_call_repeats_only_what_is_retriable_and_at_most_attempts_times() -> None:
+    calls: list[int] = []
+    retried: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TimeoutError("not yet")
+        return "done"
+
+    assert retry_call(flaky, attempts=5, retriable=lambda e: isinstance(e, TimeoutError),
+                      on_retry=lambda e, n: retried.append(n)) == "done"
+    assert len(calls) == 3 and retried == [1, 2]
+
+    calls.clear()
+    with pytest.raises(TimeoutError):
+        retry_call(flaky, attempts=2, retriable=lambda e: True)
+    assert len(calls) == 2
+
+    def wrong() -> None:
+        calls.append(1)
+        raise ValueError("not retriable")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        retry_call(wrong, attempts=5, retriable=lambda e: isinstance(e, TimeoutError))
+    assert len(calls) == 1
+
+
+def test_restarts_double_while_failing_fast_and_start_over_after_a_stable_run() -> None:
+    restarts = Restarts(min_s=0.5, max_s=3.0, stable_after_s=60.0)
+    assert [restarts.after_failure(1.0) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert restarts.after_failure(61.0) == 0.5  # it ran a minute: the wait starts over
+    assert restarts.after_failure(0.1) == 1.0
+    assert restarts.count == 7

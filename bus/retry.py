@@ -1,6 +1,7 @@
-"""Retries with exponential backoff and jitter, bounded by a time budget.
+"""The bus's one way to try again: an operation retried with backoff (:func:`retry_async`,
+:func:`retry_call`) and a part restarted after it failed (:class:`Restarts`).
 
-The schedule follows Kafka Connect's: the first delay is about 300 ms, each next one
+Retries of one operation follow Kafka Connect's schedule: the first delay is about 300 ms, each next one
 doubles, none exceeds ``errors.retry.delay.max.ms``, and retrying stops once
 ``errors.retry.timeout`` has passed since the first failure (0 = never retry,
 -1 = retry forever). Jitter (+-20 %) keeps many failing tasks from retrying in step.
@@ -104,3 +105,44 @@ async def retry_async(
             if on_retry is not None:
                 on_retry(exc, delay)
             await asyncio.sleep(delay)
+
+
+def retry_call(
+    operation: Callable[[], T],
+    *,
+    attempts: int,
+    retriable: Callable[[Exception], bool],
+    on_retry: Callable[[Exception, int], None] | None = None,
+) -> T:
+    """``operation()`` up to ``attempts`` times, at once again while ``retriable`` accepts the
+    exception (for a client that waits itself, as librdkafka's transactional calls do); the
+    last exception propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except Exception as exc:
+            if attempt == attempts or not retriable(exc):
+                raise
+            if on_retry is not None:
+                on_retry(exc, attempt)
+    raise AssertionError("unreachable: attempts must be at least 1")
+
+
+@dataclass
+class Restarts:
+    """The waits before starting again a part that keeps failing (a process, a thread): from
+    ``min_s``, doubling to ``max_s`` while each run fails within ``stable_after_s``; a run that
+    lasted longer starts the wait over. ``count`` is the number of restarts so far."""
+
+    min_s: float = 0.5
+    max_s: float = 15.0
+    stable_after_s: float = 60.0
+    count: int = 0
+    last_s: float = 0.0  # the last wait (0: none yet)
+
+    def after_failure(self, ran_s: float) -> float:
+        """The wait before the next start, for a run that failed after ``ran_s`` seconds."""
+        self.count += 1
+        stable = ran_s >= self.stable_after_s
+        self.last_s = self.min_s if stable or not self.last_s else min(self.max_s, self.last_s * 2)
+        return self.last_s
