@@ -56,23 +56,14 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from bus.connectors.base import Sink, SinkContext, Source, class_path, same_side
+from bus.connectors.assembly import Assembly, assemble
+from bus.connectors.base import Sink, Source
 from bus.connectors.compacted import CompactedTopic
-from bus.connectors.config import ConnectorConfig, parse_config
-from bus.connectors.dlq import (
-    DLQ_PREFIX,
-    HEADER_PREFIX,
-    STAGE_TASK_POLL,
-    STAGE_VALUE_CONVERTER,
-    DeadLetterQueue,
-    ErrorPolicy,
-    dlq_topic,
-)
+from bus.connectors.dlq import DLQ_PREFIX, HEADER_PREFIX, STAGE_TASK_POLL, STAGE_VALUE_CONVERTER, dlq_topic
 from bus.connectors.exceptions import Backpressure
 from bus.connectors.monitor import ConnectorMonitor
 from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
-from bus.connectors.registry import load_connector_class
-from bus.connectors.runner import DecodeFailed
+from bus.connectors.sink_loop import DecodeFailed
 from bus.consume.decoder import Decoder
 from bus.errors import BusError
 from bus.kafka.admin import wait_for_broker
@@ -574,21 +565,6 @@ class _Outcomes(ConnectorMonitor):
             self.outcomes[(record.topic, record.partition, record.offset)] = "dead-lettered again"
 
 
-@dataclass
-class _Kit:
-    """What a connector needs to run outside the runner: its config, monitor and error policy."""
-
-    kind: type[Source] | type[Sink]
-    config: ConnectorConfig
-    monitor: _Outcomes
-    dlq: DeadLetterQueue
-    errors: ErrorPolicy
-    stopping: threading.Event
-
-    def close(self) -> None:
-        self.dlq.close()
-
-
 class Replayer:
     """Replays dead letters of one connector of ``topology`` (see the module docstring).
 
@@ -681,18 +657,11 @@ class Replayer:
 
     # -- building the connector --------------------------------------------------------------
 
-    def _kit(self) -> _Kit:
-        kind = self._kind or load_connector_class(self.connector.type, entry_points=self._entry_points)
-        same_side(kind, self.connector)
-        config = parse_config(kind.config_model, self.name, self.connector.config, resolve=True)
-        monitor = _Outcomes(self.name, self.connector.department, self.connector.type,
-                            subscription=self.connector.subscription)
-        dlq = DeadLetterQueue(
-            self.settings, self.dead_letter_topic, connector=self.name,
-            context_headers_enable=config.errors_deadletterqueue_context_headers_enable,
-        ).ensure()
-        errors = ErrorPolicy(self.name, config, dlq, monitor, class_path(kind))
-        return _Kit(kind, config, monitor, dlq, errors, threading.Event())
+    def _kit(self) -> Assembly:
+        """The connector, built as the runner builds it; its monitor also notes what became of
+        each replayed record."""
+        return assemble(self.connector, self.topology, self.settings, kind=self._kind,
+                        entry_points=self._entry_points, report_status=False, monitor_class=_Outcomes)
 
     # -- sinks -------------------------------------------------------------------------------
 
@@ -701,10 +670,7 @@ class Replayer:
         kit = self._kit()
         assert issubclass(kit.kind, Sink) and self.connector.subscription is not None
         topic = self.topology.subscription(self.connector.subscription).topic
-        sink = kit.kind(kit.config, SinkContext(
-            connector=self.connector, topology=self.topology, settings=self.settings, monitor=kit.monitor,
-            errors=kit.errors, retry=kit.config.retry_policy(), stopping=kit.stopping, topic=topic,
-        ))
+        sink = kit.sink(topic)
         decoder = Decoder(registry_client(self.settings))
         sink.setup()
         try:
@@ -725,6 +691,7 @@ class Replayer:
                     self._write(sink, kit, SinkBatch(records[0].raw.topic or topic,
                                                      records[0].raw.partition or 0, records))
                 sink.flush()
+                assert isinstance(kit.monitor, _Outcomes)
                 outcomes = [(d, kit.monitor.outcomes.get((d.original_topic, d.original_partition, d.original_offset),
                                                          "delivered")) for d in batch]
                 log.mark(outcomes)
@@ -739,7 +706,7 @@ class Replayer:
             finally:
                 kit.close()
 
-    def _write(self, sink: Sink, kit: _Kit, batch: SinkBatch) -> None:
+    def _write(self, sink: Sink, kit: Assembly, batch: SinkBatch) -> None:
         """``sink.write``, waiting out backpressure within the connector's retry budget."""
         retries = kit.config.retry_policy().start()
         while True:
