@@ -62,14 +62,17 @@ EMBEDDED_MIN_COMMIT_INTERVAL_S = 0.02
 #: Prefetched records a consumer may hold (librdkafka's default is 65,536 KB).
 CONSUMER_QUEUE_KBYTES = 16_384
 
-#: A reader that wants only the first record of each partition (the time-lag probe) fetches
+#: The lag probe reads a few hundred offsets behind each group (``bus.ops.lag``) and fetches
 #: little: librdkafka's defaults (1 MB per partition, 50 MB per fetch, 16 MB prefetched) would
-#: make the broker read and send megabytes of backlog for one timestamp. A fetch still returns
-#: the first record batch whole when it is larger (KIP-74).
+#: make the broker read and send megabytes of backlog for a count. A fetch still returns the
+#: first record batch whole when it is larger (KIP-74). It is told when it reaches the end a
+#: read_committed reader can reach: the only sign of the last stable offset on the embedded
+#: broker, whose ListOffsets answers 0 for it while a transaction is open.
 PROBE_FETCH = {
     "max.partition.fetch.bytes": 16 * 1024,
     "fetch.max.bytes": 1024 * 1024,
     "queued.max.messages.kbytes": 1024,
+    "enable.partition.eof": True,
 }
 
 #: librdkafka's own log lines go through Python logging instead of raw stderr.
@@ -247,7 +250,7 @@ def consumer_config(
     embedded broker it fetches more often (``EMBEDDED_LATENCY_FETCH_WAIT_MS``), at a cost.
     ``group_instance_id`` makes the member static (KIP-345): a restarted process with the
     same id takes its partitions back without a rebalance.
-    ``probe``: it reads the first record of each partition only (``PROBE_FETCH``)."""
+    ``probe``: the lag probe, which reads little at a time and is told of each partition's end (``PROBE_FETCH``)."""
     conf = _common(settings, client_id)
     conf.update(
         {

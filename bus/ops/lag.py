@@ -3,11 +3,27 @@
 - Group names: :func:`router_group` and :func:`connector_group` are the names the router
   and the sink connectors join with; :func:`bus_groups` lists them for a topology.
 - :class:`OffsetReader` asks the broker (AdminClient) for groups, committed offsets and
-  log end offsets, and reads the produce time of a partition's first unconsumed record
-  with a short-lived ``assign()`` consumer (it joins no group and commits nothing).
+  log end offsets, and reads what lies between a committed offset and the end with a
+  short-lived ``assign()`` consumer (read_committed; it joins no group and commits nothing).
 - :class:`LagMonitor` polls: each poll stores (log end offset, now) per partition in the
   time table (:mod:`bus.ops.timelag`) and adds commits to each partition's window
   (:mod:`bus.ops.burrow`), then evaluates Burrow's status.
+
+Lag counts records. Offsets are not records: every transaction ends with a control record
+(its commit or abort marker) that takes an offset and is never delivered, and the records of
+an aborted transaction are never delivered either. A read_committed consumer that has read
+everything commits the offset after its last record, which is the marker's: ``end -
+committed`` is 1 for it, while nothing is left to read. So each poll reads, for every
+partition a group is behind on in offsets, the stretch from the committed offset to the end
+as a read_committed consumer would (:meth:`OffsetReader.read_stretches`), and the lag is the
+records found there (:func:`backlog`). The reader stops at the end a read_committed consumer
+can reach now (Kafka's last stable offset; librdkafka signals it as the partition's EOF):
+records of a transaction still open are not records yet, as in Kafka's own consumer, whose
+``records-lag`` counts to the last stable offset. The work is bounded: at most
+:data:`SCAN_OFFSETS` offsets per group and partition, within the reader's timeout; a group
+further behind gets the records of those counted and the rest counted as offsets (an upper
+bound: ``lag_exact`` is false). The first record found also gives the time lag its offset
+(the table) or its produce time (``record``).
 
 Where the window's commits come from. Kafka's OffsetFetch answers offsets, not commit
 times, so the monitor learns commits two ways:
@@ -28,6 +44,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -38,7 +56,7 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
+    KafkaError,
     KafkaException,
     TopicPartition,
 )
@@ -65,8 +83,15 @@ log = structlog.get_logger("bus.ops.lag")
 
 ROUTER_GROUP = "bus-router"
 CONNECTOR_GROUP_PREFIX = "bus-connector-"
-#: The group id of the record-time probe: it is assigned partitions, never joins or commits.
+#: The group id of the probe that reads behind groups: it is assigned partitions, never joins or commits.
 PROBE_GROUP = "bus-lag-probe"
+#: Offsets the probe reads at most per group and partition at each poll (module docstring).
+SCAN_OFFSETS = 200
+#: How long the broker may hold the probe's fetch at the end before answering it empty, which is
+#: when librdkafka tells the probe it reached the end (Kafka's default, 500 ms, at every poll).
+PROBE_FETCH_WAIT_MS = 100
+#: Messages the probe takes from its queue at a time.
+PROBE_BATCH = 500
 
 #: One-shot ``bus lag`` samples this many times, this far apart.
 ONE_SHOT_SAMPLES = 3
@@ -166,38 +191,77 @@ class OffsetReader:
         self.settings = settings
         self.timeout_s = settings.connect_timeout_s if timeout_s is None else timeout_s
         self._admin: AdminClient = wait_for_broker(settings, self.timeout_s)
+        self._readers: dict[str, Consumer] = {}  # group -> a consumer in its name that reads its commits
+        self._partitions: tuple[float, list[TopicPartition]] = (0.0, [])
+        weakref.finalize(self, _close_all, self._readers)
 
-    def group_ids(self) -> set[str]:
+    # Groups are listed (ListGroups, with their states) but never described, and their offsets
+    # are fetched as a consumer of the group fetches them: librdkafka 2.16 aborts the whole
+    # process (an assertion in rd_kafka_enq_once_del_source_return; librdkafka#3663, #4605) when
+    # an admin request to a group coordinator (DescribeGroups, OffsetFetch) times out on a broker
+    # that stopped answering. Measured with a node of three frozen: the first round of such
+    # queries aborted; ListGroups and a consumer's OffsetFetch did not, in 6 rounds of kills and freezes.
+
+    def _states(self) -> dict[str, ConsumerGroupState]:
         future = self._admin.list_consumer_groups(request_timeout=self.timeout_s)
         result = self._result("list consumer groups", future)
-        return {g.group_id for g in result.valid}
+        return {g.group_id: g.state for g in result.valid}
+
+    def group_ids(self) -> set[str]:
+        return set(self._states())
 
     def committed(self, group: str) -> dict[TP, int]:
-        """The group's committed offsets (partitions without a commit are absent)."""
-        request = [ConsumerGroupTopicPartitions(group)]
-        future = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[group]
-        result = self._result(f"committed offsets of group {group!r}", future)
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in result.topic_partitions or []
-            if tp.error is None and tp.offset >= 0
-        }
+        """The group's committed offsets (partitions without a commit are absent), on every
+        partition of the cluster's topics (Kafka's internal ones aside)."""
+        reader = self._readers.get(group)
+        if reader is None:
+            # Not read_committed: such a consumer asks for stable offsets (KIP-447), which Kafka
+            # withholds while the group's transaction is open, as the router's often is.
+            reader = self._readers[group] = Consumer(consumer_config(self.settings, group_id=group,
+                                                                     client_id=PROBE_GROUP, read_committed=False))
+        try:
+            found = reader.committed(self._all_partitions(), timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise LagQueryFailed(f"committed offsets of group {group!r} on {self.settings.bootstrap_servers} "
+                                 f"failed: {exc.args[0].str() if exc.args else exc}") from exc
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+
+    def _all_partitions(self, max_age_s: float = 2.0) -> list[TopicPartition]:
+        at, partitions = self._partitions
+        if time.monotonic() - at > max_age_s:
+            try:
+                topics = self._admin.list_topics(timeout=self.timeout_s).topics
+            except KafkaException as exc:
+                raise LagQueryFailed(f"listing topics on {self.settings.bootstrap_servers} failed: {exc}") from exc
+            partitions = [TopicPartition(name, p) for name, meta in sorted(topics.items())
+                          if not name.startswith("__") for p in sorted(meta.partitions)]
+            self._partitions = (time.monotonic(), partitions)
+        return partitions
 
     def live(self, groups: Sequence[str]) -> dict[str, bool]:
-        """Whether each group has live members (a consumer holds its partitions)."""
+        """Whether each group has live members (a consumer holds its partitions, or is joining)."""
         if not groups:
             return {}
-        futures = self._admin.describe_consumer_groups(list(groups), request_timeout=self.timeout_s)
-        out: dict[str, bool] = {}
-        for group, future in futures.items():
-            description = self._result(f"describe group {group!r}", future)
-            out[group] = bool(description.members) or description.state in _LIVE_STATES
-        return out
+        states = self._known_states(groups)
+        return {group: states[group] in _LIVE_STATES for group in groups}
 
     def stable(self, group: str) -> bool:
         """Whether ``group`` has finished joining: its members hold their partitions."""
-        future = self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)[group]
-        return self._result(f"describe group {group!r}", future).state == ConsumerGroupState.STABLE
+        return self._known_states([group])[group] == ConsumerGroupState.STABLE
+
+    def _known_states(self, groups: Sequence[str]) -> dict[str, ConsumerGroupState]:
+        """Each group's state from ListGroups; a group it gives no state for (the embedded broker
+        lists none) is described instead, with DescribeGroups."""
+        listed = self._states()
+        states = {g: listed[g] for g in groups if listed.get(g, ConsumerGroupState.UNKNOWN) != ConsumerGroupState.UNKNOWN}
+        unknown = [g for g in groups if g not in states]
+        if unknown:
+            futures = self._admin.describe_consumer_groups(unknown, request_timeout=self.timeout_s)
+            for group, future in futures.items():
+                description = self._result(f"describe group {group!r}", future)
+                live = bool(description.members) and description.state not in _LIVE_STATES
+                states[group] = ConsumerGroupState.STABLE if live else description.state
+        return states
 
     def end_offsets(self, partitions: Iterable[TP]) -> dict[TP, int]:
         """Log end offsets; partitions the broker cannot answer for (a deleted topic) are
@@ -214,34 +278,31 @@ class OffsetReader:
                 log.warning("no log end offset", topic=tp.topic, partition=tp.partition, error=str(exc))
         return out
 
-    def first_unconsumed_times(
-        self, positions: Mapping[TP, int], ends: Mapping[TP, int], timeout_s: float | None = None
-    ) -> dict[TP, float | None]:
-        """The produce time (epoch seconds, from the record timestamp) of the first record
-        at or after each position, read up to the partition's end offset. None: there is
-        no record before the end (only transaction markers, which occupy offsets too).
-        Partitions not read in time are absent."""
-        if not positions:
-            return {}
-        consumer = Consumer(consumer_config(self.settings, group_id=PROBE_GROUP, client_id=PROBE_GROUP, probe=True))
-        try:
-            consumer.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
-            wanted = {tp: self._stable_end(consumer, tp, ends[tp]) for tp in positions}
-            return _first_timestamps(consumer, wanted, timeout_s or self.timeout_s)
-        finally:
-            consumer.close()
-
-    def _stable_end(self, consumer: Consumer, tp: TP, end: int) -> int:
-        """``end``, or less: where a read_committed reader stops now (Kafka's last stable offset).
-        Records of a transaction still open lie past it, and waiting to read them would take the
-        whole timeout. ``end`` when the broker does not answer, and on the embedded broker (its
-        high watermark may stop short of the real end the caller passes)."""
-        if self.settings.embedded:
-            return end
-        try:
-            return min(end, consumer.get_watermark_offsets(TopicPartition(*tp), timeout=self.timeout_s)[1])
-        except KafkaException:
-            return end
+    def read_stretches(
+        self, wanted: Mapping[TP, Sequence[tuple[int, int]]], ends: Mapping[TP, int], timeout_s: float | None = None
+    ) -> dict[TP, list[Stretch]]:
+        """Read each partition's stretches ``[start, stop)`` (ascending, not overlapping: see
+        :func:`plan_stretches`) as a read_committed consumer would, all within ``timeout_s``
+        (default: the reader's timeout). ``ends``: the log end offsets they were planned against.
+        A stretch not read to its stop in time comes back with what was read, not complete; one
+        not started in time is absent."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        out: dict[TP, list[Stretch]] = {}
+        for stretches in _rounds(wanted):  # a reader has one position per partition: a round each
+            if time.monotonic() >= deadline:
+                break
+            consumer = Consumer(
+                consumer_config(
+                    self.settings, group_id=PROBE_GROUP, client_id=PROBE_GROUP, probe=True,
+                    max_fetch_wait_ms=PROBE_FETCH_WAIT_MS,
+                )
+            )
+            try:
+                for tp, stretch in _read_round(consumer, stretches, ends, deadline).items():
+                    out.setdefault(tp, []).append(stretch)
+            finally:
+                consumer.close()
+        return out
 
     def _result(self, what: str, future: Any) -> Any:
         try:
@@ -251,32 +312,138 @@ class OffsetReader:
             raise LagQueryFailed(f"{what} on {self.settings.bootstrap_servers} failed: {detail}") from exc
 
 
-def _first_timestamps(consumer: Consumer, ends: Mapping[TP, int], timeout_s: float) -> dict[TP, float | None]:
-    out: dict[TP, float | None] = {}
-    untimed: set[TP] = set()  # a record without a timestamp: no estimate
-    deadline = time.monotonic() + timeout_s
-    while len(out) + len(untimed) < len(ends) and time.monotonic() < deadline:
-        msg = consumer.poll(min(0.1, max(deadline - time.monotonic(), 0.0)))
-        if msg is not None and not msg.error():
-            key: TP = (str(msg.topic()), int(msg.partition() or 0))
-            if key in ends and key not in out and key not in untimed:
-                kind, millis = msg.timestamp()
-                if kind == TIMESTAMP_NOT_AVAILABLE:
-                    untimed.add(key)
-                else:
-                    out[key] = millis / 1000.0
-                consumer.pause([TopicPartition(*key)])
-        _past_the_end(consumer, ends, out, untimed)
+
+def _close_all(readers: dict[str, Consumer]) -> None:
+    for reader in readers.values():
+        reader.close()
+    readers.clear()
+
+
+# -- what lies between a committed offset and the end ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """What a read_committed reader found in ``[start, stop)`` of one partition: its records,
+    ``(offset, produce time in epoch seconds or None)``, in order. The stretch's other offsets
+    are no records: transaction markers, and records of aborted transactions (which Kafka's
+    reader drops; the embedded broker delivers them, so there they count). ``complete``: no
+    record a read_committed consumer could read now lies past ``stop`` up to the end the
+    stretch was planned against (the reader got there, or to the last stable offset before a
+    transaction still open)."""
+
+    start: int
+    stop: int
+    records: tuple[tuple[int, float | None], ...] = ()
+    complete: bool = True
+
+    def covers(self, offset: int) -> bool:
+        return self.start <= offset and (offset <= self.stop or self.complete)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a group has not consumed on one partition.
+
+    ``records``: the records between its committed offset and the end. ``exact``: counted; when
+    not, offsets not read count as records (an upper bound). ``first``: the offset of the first
+    record not consumed; where reading stopped when the records read held none and the stretch
+    goes on; None when no record is left. ``first_time``: that record's produce time, when read."""
+
+    records: int
+    exact: bool
+    first: int | None
+    first_time: float | None = None
+
+
+def plan_stretches(
+    behind: Mapping[TP, Iterable[int]], ends: Mapping[TP, int], limit: int | None = None
+) -> dict[TP, list[tuple[int, int]]]:
+    """The stretches to read: from each committed offset below its partition's end, up to
+    ``limit`` offsets (default :data:`SCAN_OFFSETS`) and not past the end; stretches that
+    overlap or touch are merged (two groups near each other are read once)."""
+    span = SCAN_OFFSETS if limit is None else limit
+    out: dict[TP, list[tuple[int, int]]] = {}
+    for tp, offsets in behind.items():
+        end = ends[tp]
+        merged: list[tuple[int, int]] = []
+        for start in sorted({o for o in offsets if o < end}):
+            stop = min(start + span, end)
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+            else:
+                merged.append((start, stop))
+        if merged:
+            out[tp] = merged
     return out
 
 
-def _past_the_end(consumer: Consumer, ends: Mapping[TP, int], out: dict[TP, float | None], untimed: set[TP]) -> None:
-    """Partitions read up to their end without a record: nothing there but markers."""
-    waiting = [TopicPartition(t, p) for (t, p) in ends if (t, p) not in out and (t, p) not in untimed]
-    for tp in consumer.position(waiting) if waiting else []:
-        if tp.offset >= ends[(tp.topic, tp.partition)]:
-            out[(tp.topic, tp.partition)] = None
-            consumer.pause([tp])
+def backlog(committed: int, end: int, stretches: Sequence[Stretch] = ()) -> Backlog:
+    """A group at ``committed`` on a partition that ends at ``end``, as the stretches read
+    there tell. Without a stretch that covers ``committed`` (not read in time), the offsets
+    count, as Burrow and kafka-lag-exporter count them."""
+    if committed >= end:
+        return Backlog(0, True, None)
+    stretch = next((s for s in reversed(stretches) if s.start <= committed), None)
+    if stretch is None or not stretch.covers(committed):
+        return Backlog(end - committed, False, committed)
+    ahead = stretch.records[bisect_left(stretch.records, committed, key=lambda r: r[0]):]
+    unread = 0 if stretch.complete else max(end - max(stretch.stop, committed), 0)
+    if ahead:
+        first, first_time = ahead[0]
+        return Backlog(len(ahead) + unread, stretch.complete, first, first_time)
+    if stretch.complete:
+        return Backlog(0, True, None)
+    return Backlog(unread, False, max(stretch.stop, committed))
+
+
+def _rounds(wanted: Mapping[TP, Sequence[tuple[int, int]]]) -> Iterator[dict[TP, tuple[int, int]]]:
+    """Round k reads the k-th stretch of every partition that has one."""
+    for k in range(max((len(v) for v in wanted.values()), default=0)):
+        yield {tp: stretches[k] for tp, stretches in wanted.items() if len(stretches) > k}
+
+
+def _read_round(
+    consumer: Consumer, stretches: Mapping[TP, tuple[int, int]], ends: Mapping[TP, int], deadline: float
+) -> dict[TP, Stretch]:
+    found: dict[TP, list[tuple[int, float | None]]] = {tp: [] for tp in stretches}
+    done: dict[TP, Stretch] = {}
+
+    def finish(tp: TP, stop: int, complete: bool) -> None:
+        start = stretches[tp][0]
+        done[tp] = Stretch(start, max(stop, start), tuple(found[tp]), complete)
+        consumer.pause([TopicPartition(*tp)])
+
+    consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in stretches.items()])
+    while len(done) < len(stretches) and (left := deadline - time.monotonic()) > 0:
+        for msg in consumer.consume(PROBE_BATCH, min(0.1, left)):
+            tp: TP = (str(msg.topic()), int(msg.partition() or 0))
+            if tp not in stretches or tp in done:
+                continue
+            stop, error = stretches[tp][1], msg.error()
+            if error is None:
+                offset = int(msg.offset() or 0)
+                if offset >= stop:  # read past the stretch in the same fetch
+                    finish(tp, stop, stop >= ends[tp])
+                else:
+                    kind, millis = msg.timestamp()
+                    found[tp].append((offset, None if kind == TIMESTAMP_NOT_AVAILABLE else millis / 1000.0))
+            elif error.code() == KafkaError._PARTITION_EOF:
+                # As far as a read_committed reader gets now: the end, or the last stable offset.
+                reached = int(msg.offset() or 0)
+                finish(tp, min(reached, stop), reached <= stop or stop >= ends[tp])
+        waiting = [TopicPartition(*tp) for tp in stretches if tp not in done]
+        for position in consumer.position(waiting) if waiting else []:
+            tp = (position.topic, position.partition)
+            stop = stretches[tp][1]
+            if position.offset >= stop:  # every record before it was delivered; markers are stepped over
+                finish(tp, stop, stop >= ends[tp])
+    late = [TopicPartition(*tp) for tp in stretches if tp not in done]
+    for position in consumer.position(late) if late else []:
+        tp = (position.topic, position.partition)  # out of time: what was read so far
+        start, stop = stretches[tp]
+        done[tp] = Stretch(start, min(max(position.offset, start), stop), tuple(found[tp]), complete=False)
+    return done
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -296,6 +463,7 @@ class PartitionLag:
     department: str = ""
     subscription: str = ""
     event_type: str = ""
+    lag_exact: bool = True  # ``lag`` counted; False: offsets not read count in it (an upper bound)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -307,6 +475,7 @@ class PartitionLag:
             "committed": self.committed,
             "end": self.end,
             "lag": self.lag,
+            "lag_exact": self.lag_exact,
             "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
             "status": self.status.value,
             "commits": self.commits,
@@ -426,8 +595,9 @@ class LagOptions(BaseModel):
     )
     time_lag: TimeLagMethod = Field(
         default="table",
-        description="`table`: interpolate in the offset-time table (kafka-lag-exporter), falling back to the "
-        "first unconsumed record's timestamp while the table cannot tell; `record`: always that timestamp.",
+        description="`table`: interpolate the first unconsumed record's offset in the offset-time table "
+        "(kafka-lag-exporter), falling back to its timestamp while the table cannot tell; `record`: always "
+        "that timestamp.",
         examples=["table"],
     )
     interval_s: float = Field(
@@ -465,6 +635,7 @@ class LagMonitor:
         self._states: dict[str, dict[TP, _PartitionState]] = {}
         self._tables: dict[TP, OffsetTimeTable] = {}
         self._ends: dict[TP, int] = {}
+        self._stretches: dict[TP, list[Stretch]] = {}  # what the last poll read behind the groups
         self._hooked: set[str] = set()
         self._watched: list[str] = []
         self._missing: list[str] = []
@@ -485,7 +656,7 @@ class LagMonitor:
                 if end is None:
                     state.pending.append((offset, when))
                     continue
-                state.window.add(Commit(offset, when, max(end - offset, 0)))
+                state.window.add(Commit(offset, when, self._backlog(topic, partition, offset, end).records))
                 state.committed = offset
 
     # -- polling ----------------------------------------------------------------------------
@@ -498,10 +669,17 @@ class LagMonitor:
         committed = {g: self.reader.committed(g) for g in groups}
         ends = self.reader.end_offsets(tp for offsets in committed.values() for tp in offsets)
         live = self.reader.live([g for g in groups if g not in self._hooked])
+        behind: dict[TP, set[int]] = {}
+        for offsets in committed.values():
+            for tp, offset in offsets.items():
+                if tp in ends and offset < ends[tp]:
+                    behind.setdefault(tp, set()).add(offset)
+        stretches = self.reader.read_stretches(plan_stretches(behind, ends), ends) if behind else {}
         with self._lock:
             for tp, end in ends.items():
                 self._table(tp).add(end, when)
                 self._ends[tp] = end
+            self._stretches = stretches
             for group, offsets in committed.items():
                 self._observe_group(group, offsets, ends, when, live.get(group, False))
             self._drop_groups_not_in(groups)
@@ -555,14 +733,14 @@ class LagMonitor:
             state = self._state(group, tp)
             end = ends[tp]
             for pending_offset, at in state.pending:
-                state.window.add(Commit(pending_offset, at, max(end - pending_offset, 0)))
+                state.window.add(Commit(pending_offset, at, self._backlog(*tp, pending_offset, end).records))
             state.pending.clear()
             state.committed, state.end = offset, end
             if group in self._hooked:
                 continue
             last = state.window.last
             if last is None or last.offset != offset or live:
-                state.window.add(Commit(offset, now, max(end - offset, 0)))
+                state.window.add(Commit(offset, now, self._backlog(*tp, offset, end).records))
 
     def _drop_groups_not_in(self, groups: Sequence[str]) -> None:
         for gone in set(self._states) - set(groups) - self._hooked:
@@ -571,28 +749,23 @@ class LagMonitor:
                 self.monitor.forget_group(gone)
 
     def _update_time_lags(self, now: float) -> None:
+        """Each partition's time lag: 0 when no record is left; else from the first record not
+        consumed, at its offset in the table (falling back to its timestamp while the table cannot
+        tell) or by its timestamp (``record``). None when neither is known."""
         with self._lock:
-            known = [(s, s.committed, s.end, tp) for states in self._states.values() for tp, s in states.items()]
-        to_probe: list[_Probe] = []
-        ends: dict[TP, int] = {}
-        for state, committed, end, tp in known:
-            if committed is None or end is None:
-                continue
-            estimate = None
-            if committed >= end:
-                estimate = 0.0
-            elif self.options.time_lag == "table":
-                estimate = lag_seconds(self._table(tp), committed, end, now)
-            if estimate is None:
-                to_probe.append((state, tp, committed))
-                ends[tp] = end
-            state.lag_seconds = estimate
-        for batch in _one_position_per_partition(to_probe):
-            times = self.reader.first_unconsumed_times({tp: offset for _, tp, offset in batch}, ends)
-            for state, tp, _ in batch:
-                if tp in times:
-                    produced = times[tp]
-                    state.lag_seconds = 0.0 if produced is None else max(0.0, now - produced)
+            for states in self._states.values():
+                for (topic, partition), state in states.items():
+                    if state.committed is None or state.end is None:
+                        continue
+                    left = self._backlog(topic, partition, state.committed, state.end)
+                    estimate = None
+                    if left.records == 0:
+                        estimate = 0.0
+                    elif self.options.time_lag == "table" and left.first is not None:
+                        estimate = lag_seconds(self._table((topic, partition)), left.first, state.end, now)
+                    if estimate is None and left.first_time is not None:
+                        estimate = max(0.0, now - left.first_time)
+                    state.lag_seconds = estimate
 
     def _evaluate_group(self, group: str, now: float) -> GroupLag:
         rows: list[PartitionLag] = []
@@ -600,7 +773,8 @@ class LagMonitor:
         for (topic, partition), state in sorted(self._states.get(group, {}).items()):
             if state.committed is None or state.end is None:
                 continue
-            lag = max(state.end - state.committed, 0)
+            left = self._backlog(topic, partition, state.committed, state.end)
+            lag = left.records
             commits = state.window.commits()
             if group not in self._hooked and len(commits) == 1 and commits[0].time >= now:
                 commits = ()  # first sight of a polled partition: no history to judge yet
@@ -609,7 +783,7 @@ class LagMonitor:
             statuses.append(evaluated)
             rows.append(PartitionLag(
                 group, topic, partition, state.committed, state.end, lag, state.lag_seconds, evaluated.status,
-                len(state.window), owner.department, owner.subscription, owner.event_type,
+                len(state.window), owner.department, owner.subscription, owner.event_type, left.exact,
             ))
         summary = group_status(statuses)
         maxlag = None
@@ -637,6 +811,9 @@ class LagMonitor:
                 maxlag_seconds=g.max_lag_seconds, totallag=g.totallag, complete=g.complete, partitions=samples,
             )
 
+    def _backlog(self, topic: str, partition: int, committed: int, end: int) -> Backlog:
+        return backlog(committed, end, self._stretches.get((topic, partition), ()))
+
     def _state(self, group: str, tp: TP) -> _PartitionState:
         states = self._states.setdefault(group, {})
         if tp not in states:
@@ -647,27 +824,6 @@ class LagMonitor:
         if tp not in self._tables:
             self._tables[tp] = OffsetTimeTable(self.options.table_size)
         return self._tables[tp]
-
-
-_Probe = tuple[_PartitionState, TP, int]
-
-
-def _one_position_per_partition(items: list[_Probe]) -> Iterator[list[_Probe]]:
-    """Split probes so that each batch asks one position per partition (two groups on the
-    same partition at different offsets need two reads)."""
-    remaining = items
-    while remaining:
-        batch: dict[tuple[TP, int], list[_Probe]] = {}
-        taken: dict[TP, int] = {}
-        rest = []
-        for item in remaining:
-            _, tp, offset = item
-            if taken.setdefault(tp, offset) == offset:
-                batch.setdefault((tp, offset), []).append(item)
-            else:
-                rest.append(item)
-        yield [item for group in batch.values() for item in group]
-        remaining = rest
 
 
 # -- one-shot --------------------------------------------------------------------------------
@@ -681,8 +837,8 @@ def measure(
     sleep: Callable[[float], None] = time.sleep,
 ) -> LagReport:
     """One-shot lag: ``options.samples`` polls ``options.sample_interval_s`` apart, then Burrow's rules over
-    what they saw; time lag from the first unconsumed record's timestamp (read once, at
-    the last sample). Within seconds of sampling: a group that moved or reached the end
+    what they saw; time lag from the first unconsumed record's timestamp (at the last
+    sample). Within seconds of sampling: a group that moved or reached the end
     is OK; a live group whose offsets did not move while lag exists is STALL; a group
     without members whose offsets did not move while lag exists is STOP; lag that grew at
     every sample is WARN; an offset that went back is REWIND."""

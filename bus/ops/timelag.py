@@ -1,25 +1,23 @@
 """Lag in seconds, the way kafka-lag-exporter estimates it.
 
 Each poll stores a point (log end offset, time) for a partition in a bounded table
-(default 60 points). The time at which the log end was at the consumer's committed
-offset is interpolated between the two points that bracket it, or extrapolated along
-the line through the table's first and last points when none do; the time lag is
-``now`` minus that time (0 when the consumer is at the end; never negative).
+(default 60 points). The time at which the log end was at the offset of the consumer's
+first unread record is interpolated between the two points that bracket it, or
+extrapolated along the line through the table's first and last points when none do; the
+time lag is ``now`` minus that time (0 when nothing is left to read; never negative).
+kafka-lag-exporter asks at the committed offset; the difference is the markers below.
 
 Points have strictly increasing offsets: when a poll finds the same log end offset as
 the last point, the table keeps the earlier time (the log end reached that offset then),
 and notes the later one as the time the log end was last seen there.
 
-Quiet partitions: the record at ``committed`` was appended after the last poll that saw
-the log end at ``committed``, not when the log first ended there (on a quiet partition,
-minutes earlier): between two points, the line starts at the lower one's last sighting.
-Commit markers: every
-transaction leaves a marker that takes an offset and is never delivered, so a
-``read_committed`` consumer that read everything commits the marker's offset and stays
-one offset behind; when the log was seen ending at ``committed + 1``, the consumer had
-read all but that offset then, and the lag counts from the last poll that saw it so. The
-cost: a consumer stuck one record short of a quiet partition's end reads as caught up
-here; its commit window still says it stalled.
+Quiet partitions: the record at an offset was appended after the last poll that saw the
+log end at that offset, not when the log first ended there (on a quiet partition, minutes
+earlier): between two points, the line starts at the lower one's last sighting.
+Transaction markers: the time asked for is that of the first *record* the consumer has not
+read, which the caller finds past the markers (:func:`bus.ops.lag.backlog`), not that of the
+committed offset: a consumer that read a transaction commits its marker's offset, and that
+offset is no record. Where no record is left, the lag is 0 and the table is not asked.
 A log end offset lower than the last point (topic re-created, table of another life)
 starts the table afresh.
 """
@@ -70,15 +68,6 @@ class OffsetTimeTable:
         than two points and ``offset`` is not at or past the only one)."""
         return time_of(self.points(), offset)
 
-    def seen_until(self, offset: int) -> float | None:
-        """When a poll last saw the log end at ``offset``; None if no poll saw it there."""
-        for point in reversed(self._points):
-            if point.offset == offset:
-                return point.seen_until
-            if point.offset < offset:
-                return None
-        return None
-
     def __len__(self) -> int:
         return len(self._points)
 
@@ -104,13 +93,10 @@ def _on_line(a_offset: int, a_time: float, b: Point, offset: int) -> float:
     return a_time + (offset - a_offset) * (b.time - a_time) / (b.offset - a_offset)
 
 
-def lag_seconds(table: OffsetTimeTable, committed: int, end: int, now: float) -> float | None:
-    """Time lag of a consumer at ``committed`` when the log ends at ``end``; None when the
-    table cannot estimate it."""
-    if committed >= end:
+def lag_seconds(table: OffsetTimeTable, first: int, end: int, now: float) -> float | None:
+    """Time lag of a consumer whose first record not read is at ``first`` when the log ends at
+    ``end`` (``first >= end``: nothing to read, 0); None when the table cannot estimate it."""
+    if first >= end:
         return 0.0
-    produced = table.time_of(committed)
-    marker = table.seen_until(committed + 1)  # a commit marker at ``committed`` (module docstring)
-    if marker is not None:
-        produced = marker if produced is None else max(produced, marker)
+    produced = table.time_of(first)
     return None if produced is None else max(0.0, now - produced)

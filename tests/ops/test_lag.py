@@ -21,6 +21,7 @@ from bus.ops.lag import (
     LagMonitor,
     LagOptions,
     OffsetReader,
+    Stretch,
     bus_groups,
     connector_group,
     measure,
@@ -61,11 +62,11 @@ def test_committed_end_lag_and_seconds_from_record_timestamps(
     assert report.group(group).maxlag == behind
 
 
-def test_the_time_probe_reads_a_record_larger_than_its_fetch_size(
+def test_the_probe_reads_records_larger_than_its_fetch_size(
     kafka_settings: KafkaSettings, topic_factory: Callable[..., str]
 ) -> None:
-    """The probe asks for little per partition (PROBE_FETCH); a first record bigger than
-    that, behind a backlog of big ones, is still read (the broker returns the first batch)."""
+    """The probe asks for little per partition (PROBE_FETCH); records bigger than that, behind
+    a backlog of big ones, are still read (the broker returns the first batch whole)."""
     topic = topic_factory("big", partitions=1)
     first_ms = int(T0 * 1000) - 60_000
     producer = Producer(producer_config(kafka_settings, client_id="lag-test-producer"))
@@ -73,9 +74,9 @@ def test_the_time_probe_reads_a_record_larger_than_its_fetch_size(
         send(producer, topic, bytes(200_000), partition=0, timestamp=first_ms + i * 1000)
     assert PROBE_FETCH["max.partition.fetch.bytes"] < 200_000
 
-    times = OffsetReader(kafka_settings).first_unconsumed_times({(topic, 0): 2}, {(topic, 0): 6}, timeout_s=20)
+    read = OffsetReader(kafka_settings).read_stretches({(topic, 0): [(2, 6)]}, {(topic, 0): 6}, timeout_s=20)
 
-    assert times == {(topic, 0): (first_ms + 2000) / 1000.0}
+    assert read == {(topic, 0): [Stretch(2, 6, tuple((i, (first_ms + i * 1000) / 1000.0) for i in range(2, 6)))]}
 
 
 def test_falling_behind_is_warn_and_catching_up_is_ok(
@@ -248,11 +249,11 @@ def test_bus_groups_in_department_terms(
     assert "fire_brigade" in table and "not found on the cluster" in table
 
 
-def test_a_transaction_marker_is_lag_in_records_but_not_in_seconds(
+def test_a_consumer_that_read_every_record_of_a_transaction_is_caught_up(
     kafka_settings: KafkaSettings, topic_factory: Callable[..., str], group_factory: Callable[[str], str]
 ) -> None:
     """Transactional topics (the router writes in transactions): a consumer that read every
-    record still has the commit marker's offset ahead of it."""
+    record has the commit marker's offset ahead of it, and nothing to read. Lag 0, OK."""
     topic, group = topic_factory("tx"), group_factory("tx")
     producer = Producer(producer_config(kafka_settings, client_id="lag-test-tx", transactional_id=f"tx-{group}"))
     producer.init_transactions(10)
@@ -267,6 +268,7 @@ def test_a_transaction_marker_is_lag_in_records_but_not_in_seconds(
     commit(kafka_settings, group, topic, 0, 3)
     started = time.monotonic()
     monitor = monitor_for(kafka_settings, group, options=LagOptions(time_lag="record"))
-    row = monitor.poll(now=T0 + 60).group(group).partitions[0]
-    assert (row.committed, row.end, row.lag, row.lag_seconds) == (3, 4, 1, 0.0)
+    rows = [monitor.poll(now=T0 + 60 + 10 * i).group(group).partitions[0] for i in range(3)]
+    assert [(r.committed, r.end, r.lag, r.lag_seconds, r.status) for r in rows] == [(3, 4, 0, 0.0, Status.OK)] * 3
+    assert monitor.report(now=T0 + 600).exit_code == 0  # gone for long, but nothing waits for it: not STOP
     assert time.monotonic() - started < 5  # the probe saw the end; it did not wait for a record

@@ -38,7 +38,6 @@ def test_repeated_end_offset_keeps_the_earlier_time_and_notes_the_last() -> None
     table.add(10, 120.0)  # a late poll answer moves nothing back
     table.add(20, 200.0)
     assert table.points() == (Point(10, 100.0, 130.0), Point(20, 200.0))
-    assert (table.seen_until(10), table.seen_until(20), table.seen_until(15)) == (130.0, 200.0, None)
 
 
 def test_a_lower_end_offset_starts_afresh() -> None:
@@ -60,7 +59,7 @@ def test_the_table_is_bounded() -> None:
 
 
 LAGS = [
-    # (name, committed, end, now, expected seconds)
+    # (name, first record not read, end, now, expected seconds)
     ("at the end: no lag", 20, 20, 500.0, 0.0),
     ("past a stale end: no lag", 25, 20, 500.0, 0.0),
     ("interpolated", 15, 20, 500.0, 350.0),
@@ -69,12 +68,12 @@ LAGS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "committed", "end", "now", "expected"), LAGS, ids=[c[0] for c in LAGS])
-def test_lag_seconds(name: str, committed: int, end: int, now: float, expected: float) -> None:
+@pytest.mark.parametrize(("name", "first", "end", "now", "expected"), LAGS, ids=[c[0] for c in LAGS])
+def test_lag_seconds(name: str, first: int, end: int, now: float, expected: float) -> None:
     table = OffsetTimeTable()
     for point in TWO:
         table.add(point.offset, point.time)
-    assert lag_seconds(table, committed, end, now) == pytest.approx(expected)
+    assert lag_seconds(table, first, end, now) == pytest.approx(expected)
 
 
 def test_lag_seconds_unknown_with_one_point_behind() -> None:
@@ -83,36 +82,40 @@ def test_lag_seconds_unknown_with_one_point_behind() -> None:
     assert lag_seconds(table, 5, 20, 500.0) is None
 
 
-def test_a_commit_marker_one_offset_behind_counts_from_when_the_log_last_ended_past_it() -> None:
-    """A read_committed sink that read a transaction commits the marker's offset (41) and
-    sits one behind the end (42) while the partition is quiet. A new transaction lands at
-    t=290: the sink's lag is counted from the last poll that saw the log end at 42 (t=280),
-    not from t=100 when the log first ended at 41 (the quiet minutes are not lag)."""
+def test_a_consumer_that_read_a_transaction_is_timed_from_its_first_unread_record() -> None:
+    """A read_committed sink that read a transaction commits the marker's offset (41); the log
+    ends at 42 while the partition is quiet. Nothing is left to read: the monitor's probe finds
+    no record from 41 on, so the first unread record is at the end and the lag is 0 however long
+    the quiet lasts. A new transaction lands at t=290 (records 42, 43, marker 44): the first
+    unread record is 42, appended after the last poll that saw the log end at 42 (t=280), not
+    at t=100 when the log first ended at 41 (the quiet minutes are not lag)."""
     table = OffsetTimeTable()
     table.add(41, 100.0)
     table.add(42, 100.5)  # the marker
     for t in range(110, 290, 10):
         table.add(42, float(t))  # quiet: every poll sees the same end
-    assert lag_seconds(table, 41, 42, 285.0) == pytest.approx(5.0)  # idle, caught up: the last poll's age
+    assert lag_seconds(table, 42, 42, 285.0) == 0.0  # idle, caught up: nothing to read, no lag
     table.add(45, 290.0)  # a transaction: records 42, 43, marker 44
-    assert lag_seconds(table, 41, 45, 292.0) == pytest.approx(12.0)  # 292 - 280, not 292 - 100
-    assert lag_seconds(table, 42, 45, 292.0) == pytest.approx(12.0)  # record 42 came after the last poll at 42
+    assert lag_seconds(table, 42, 45, 292.0) == pytest.approx(12.0)  # 292 - 280, not 292 - 100
+    # Asked at the committed offset (the marker), as kafka-lag-exporter asks: 192 s.
+    assert lag_seconds(table, 41, 45, 292.0) == pytest.approx(192.0)
 
 
 def test_a_quiet_partition_counts_from_the_last_poll_that_saw_its_end() -> None:
     """A consumer at 7 of a partition quiet since t=100 (log end 7); record 7 lands between the
-    polls at t=390 and t=400: at t=401 its lag is about a second, not 301 s (from t=100)."""
+    polls at t=390 and t=400: at t=401 its lag is 1 to 11 s, the table says 11 (the earliest it
+    can have come), not 301 s (from t=100)."""
     table = OffsetTimeTable()
     table.add(5, 50.0)
     for t in range(100, 400, 10):
         table.add(7, float(t))
     table.add(8, 400.0)
-    assert lag_seconds(table, 7, 8, 401.0) == pytest.approx(1.0)
+    assert lag_seconds(table, 7, 8, 401.0) == pytest.approx(11.0)
     table.add(9, 410.0)  # one more record: record 7 came between t=390 and t=400, so 11-21 s
     assert 11.0 <= lag_seconds(table, 7, 9, 411.0) <= 21.0
     assert lag_seconds(table, 5, 8, 401.0) == pytest.approx(351.0)  # two behind: from when the end was at 5
-    # one behind a quiet end reads as a commit marker (the documented cost): from the last poll at 7
-    assert lag_seconds(table, 6, 8, 401.0) == pytest.approx(11.0)
+    # record 6 came between t=50 (end 5, seen once) and t=100 (end 7): about t=75
+    assert lag_seconds(table, 6, 8, 401.0) == pytest.approx(326.0)
 
 
 def test_a_consumer_behind_a_busy_partition_is_timed_as_before() -> None:
