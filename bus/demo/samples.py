@@ -11,20 +11,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+# The demo city is Liuzhou (Guangxi): its five urban districts (schemas/common/district.avsc).
 # District -> (latitude, longitude) near its centre, and the two-letter code in camera ids.
 DISTRICTS: dict[str, tuple[float, float, str]] = {
-    "CHANCHENG": (23.0215, 113.1214, "CC"),
-    "NANHAI": (23.0288, 113.1430, "NH"),
-    "SHUNDE": (22.8050, 113.2932, "SD"),
-    "SANSHUI": (23.1558, 112.8967, "SS"),
-    "GAOMING": (22.9000, 112.8927, "GM"),
+    "CHENGZHONG": (24.3125, 109.4110, "CZ"),
+    "YUFENG": (24.3185, 109.4525, "YF"),
+    "LIUNAN": (24.2870, 109.3855, "LN"),
+    "LIUBEI": (24.3620, 109.4025, "LB"),
+    "LIUJIANG": (24.2550, 109.3335, "LJ"),
 }
 CAMERA_OWNERS = ["police", "police", "police", "city_management", "traffic_police", "housing", "street_lighting"]
-STREETS = ["Zumiao Road", "Lingnan Avenue", "Jihua Road", "Guilan Road", "Daliang Bridge", "Xinan Street"]
+STREETS = ["Wuxing Street", "Feie Road", "Donghuan Avenue", "Beique Road", "Liushi Road", "Longcheng Road"]
 SURNAMES = ["Chen", "Li", "Huang", "Liang", "He", "Lin", "Zhang", "Wu"]
 GIVEN = ["Wei", "Fang", "Min", "Jing", "Hao", "Lei", "Xiu Ying", "Jun"]
 # Six-digit administrative division codes that begin resident ID numbers, per district.
-REGION_CODES = {"CHANCHENG": "440604", "NANHAI": "440605", "SHUNDE": "440606", "SANSHUI": "440607", "GAOMING": "440608"}
+REGION_CODES = {"CHENGZHONG": "450202", "YUFENG": "450203", "LIUNAN": "450204", "LIUBEI": "450205",
+                "LIUJIANG": "450206"}
 
 
 def _time(rng: random.Random, now: dt.datetime | None = None) -> str:
@@ -69,7 +71,7 @@ def camera_alarm(rng: random.Random) -> dict[str, Any]:
         "confidence": round(rng.uniform(0.5, 0.99), 2),
     }
     if alarm_type == "WATCHLIST_VEHICLE":
-        record["plate_number"] = f"粤E{rng.randint(10000, 99999)}"
+        record["plate_number"] = f"桂B{rng.randint(10000, 99999)}"  # Liuzhou's plates
         record["snapshot_url"] = f"https://skynet.city.local/snapshots/{record['alarm_id']}.jpg"
     return record
 

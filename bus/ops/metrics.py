@@ -14,7 +14,7 @@ subscription's) so that a panel shows which department is behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,6 +105,53 @@ class BusMetrics:
         )
         self.fleet_online = Gauge("bus_camera_fleet_online", "Cameras online.", ("district",), registry=r)
         self.fleet_cameras = Gauge("bus_camera_fleet_cameras", "Cameras known.", ("district",), registry=r)
+        # -- the figures the city runs on (bus.ops.figures, counted from the topics) ------------
+        self.sharing_share = Gauge(
+            "bus_sharing_share",
+            "Share (0 to 1) of the event types (of=\"event_types\") or of the records (of=\"records\") that reached "
+            "a department other than their publisher; the programme's target is 0.6.",
+            ("of",), registry=r,
+        )
+        self.sharing_records = Gauge(
+            "bus_sharing_records",
+            "Records per department: published (on the bus), shared (published and received by another "
+            "department), received (from other departments).",
+            ("department", "direction"), registry=r,
+        )
+        self.camera_faults_open = Gauge(
+            "bus_camera_faults_open", "Camera faults open (not repaired), from the processors' SLA table.",
+            ("district",), registry=r,
+        )
+        self.camera_faults = Gauge(
+            "bus_camera_faults",
+            "Camera faults by deadline (answer: 24 h, repair: 72 h) and outcome: kept (done in time), broken (the "
+            "SLA tracker declared the deadline broken: done late, or not done by it), pending (not done, not due).",
+            ("district", "deadline", "outcome"), registry=r,
+        )
+        self.camera_faults_overdue = Gauge(
+            "bus_camera_faults_overdue", "Camera faults past a deadline and still not answered (repaired).",
+            ("district", "deadline"), registry=r,
+        )
+        self.event_type_records = Gauge(
+            "bus_event_type_records_last_hour",
+            "Records of an event type in the last hour: published (its canonical topic) or delivered (its "
+            "subscriptions' topics).",
+            ("event_type", "stage"), registry=r,
+        )
+        self.event_type_rate = Gauge(
+            "bus_event_type_published_per_second", "Records of an event type published per second, last full minute.",
+            ("event_type",), registry=r,
+        )
+        self.subscription_deliveries = Gauge(
+            "bus_subscription_delivered_last_hour", "Records delivered to a subscription's topic in the last hour.",
+            ("department", "subscription"), registry=r,
+        )
+        self.delivery_latency = Gauge(
+            "bus_delivery_latency_seconds",
+            "Publish (ce_time) to delivery (the subscription topic's record timestamp) over the last hour, "
+            "nearest-rank quantile.",
+            ("department", "subscription", "quantile"), registry=r,
+        )
 
 
 def render(metrics: BusMetrics) -> bytes:
@@ -260,8 +307,58 @@ class BusMonitor:
         # No cameras: no availability (NaN compares false, so no alert fires on it).
         m.fleet_availability.labels(district).set(online / total if total else float("nan"))
 
+    # -- the figures the city runs on ------------------------------------------------------
+
+    def set_sharing(
+        self,
+        *,
+        event_types_share: float | None,
+        records_share: float | None,
+        departments: Mapping[str, tuple[int, int, int]],
+    ) -> None:
+        """The shares (None: nothing to count yet) and, per department, (published, shared,
+        received from others) records."""
+        m = self.metrics
+        m.sharing_share.labels("event_types").set(_number(event_types_share))
+        m.sharing_share.labels("records").set(_number(records_share))
+        for department, counts in departments.items():
+            for direction, count in zip(("published", "shared", "received"), counts):
+                m.sharing_records.labels(department, direction).set(count)
+
+    def set_faults(
+        self, district: str, *, open: int, outcomes: Mapping[tuple[str, str], int], overdue: Mapping[str, int]
+    ) -> None:
+        """Camera faults of a district (or ``all``): open; (deadline, outcome) -> faults;
+        deadline -> faults overdue."""
+        m = self.metrics
+        m.camera_faults_open.labels(district).set(open)
+        for (deadline, outcome), count in outcomes.items():
+            m.camera_faults.labels(district, deadline, outcome).set(count)
+        for deadline, count in overdue.items():
+            m.camera_faults_overdue.labels(district, deadline).set(count)
+
+    def set_throughput(self, event_type: str, *, last_hour: int, per_second: float, delivered_last_hour: int) -> None:
+        m = self.metrics
+        m.event_type_records.labels(event_type, "published").set(last_hour)
+        m.event_type_records.labels(event_type, "delivered").set(delivered_last_hour)
+        m.event_type_rate.labels(event_type).set(per_second)
+
+    def set_latency(
+        self, department: str, subscription: str, *, deliveries: int, quantiles: Mapping[str, float | None]
+    ) -> None:
+        """A subscription's deliveries and latency quantiles (``"0.5"`` -> seconds; None: no sample)."""
+        m = self.metrics
+        m.subscription_deliveries.labels(department, subscription).set(deliveries)
+        for quantile, seconds in quantiles.items():
+            m.delivery_latency.labels(department, subscription, quantile).set(_number(seconds))
+
     def render(self) -> bytes:
         return render(self.metrics)
+
+
+def _number(value: float | None) -> float:
+    """A gauge's value; None is NaN (no data: compares false, so no alert fires on it)."""
+    return float("nan") if value is None else value
 
 
 def _remove(gauge: Gauge, *labels: str) -> None:

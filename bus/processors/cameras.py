@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from bus.processors.exceptions import CameraImportError
 
-DISTRICTS = ("CHANCHENG", "NANHAI", "SHUNDE", "SANSHUI", "GAOMING")
+DISTRICTS = ("CHENGZHONG", "YUFENG", "LIUNAN", "LIUBEI", "LIUJIANG")  # schemas/common/district.avsc
 KINDS = ("SURVEILLANCE_POINT", "VEHICLE_CHECKPOINT", "TEMPORARY")
 STATUSES = ("ONLINE", "OFFLINE", "DEGRADED")
 

@@ -48,7 +48,7 @@ def case_id(rule: str, unit: str, alarm_id: str) -> str:
 
 
 def district_centre(district: str) -> str:
-    """The department name of a district's command centre (``district_nanhai``)."""
+    """The department name of a district's command centre (``district_chengzhong``)."""
     return f"district_{district.lower()}"
 
 

@@ -119,7 +119,7 @@ class Condition(_Model):
         None, description="true: the field has a value (is not null); false: it is null.", examples=[True]
     )
     prefix: StrictStr | None = Field(
-        None, description="The string field starts with this text.", examples=["CAM-CC-"]
+        None, description="The string field starts with this text.", examples=["CAM-LN-"]
     )
 
     @model_validator(mode="after")
@@ -165,7 +165,7 @@ class AnyOf(_Model):
 
     any_of: list[Filter] = Field(
         alias="or", min_length=1, description="Conditions of which at least one must hold.",
-        examples=[[{"field": "location.district", "eq": "NANHAI"}, {"field": "count", "gte": 5}]],
+        examples=[[{"field": "location.district", "eq": "CHENGZHONG"}, {"field": "count", "gte": 5}]],
     )
 
 
@@ -225,7 +225,7 @@ from bus.topology.linkage import LinkageRule  # noqa: E402
 class City(_Model):
     """The city the topology describes."""
 
-    name: str = Field(description="Name of the city.", examples=["Foshan"])
+    name: str = Field(description="Name of the city.", examples=["Liuzhou"])
     description: str | None = Field(None, description="A sentence about the city and its bus.", examples=[
         "Mid-sized industrial city, about 4 million people, 31 departments on one bus."])
 
@@ -233,7 +233,7 @@ class City(_Model):
 class Department(_Model):
     """A department: a publisher of the event types it owns, a subscriber to others."""
 
-    name: SnakeName = Field(description="Id of the department, snake_case.", examples=["police", "district_nanhai"])
+    name: SnakeName = Field(description="Id of the department, snake_case.", examples=["police", "district_chengzhong"])
     title: str = Field(description="Its official name.", examples=["Public Security Bureau"])
     description: str | None = Field(None, description="What it does with the bus.", examples=[
         "Runs the surveillance network (Skynet) and the household registry."])
@@ -411,7 +411,7 @@ class Topology(_Model):
     """
 
     version: Literal[1] = Field(description="Format version of this file.", examples=[1])
-    city: City = Field(description="The city.", examples=[{"name": "Foshan"}])
+    city: City = Field(description="The city.", examples=[{"name": "Liuzhou"}])
     namespace: str | None = Field(
         None, pattern=TOPIC_PREFIX,
         description="Prefix of every topic (and so of every registry subject); for tests or cities sharing a cluster.",

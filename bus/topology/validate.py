@@ -4,12 +4,13 @@
 stops at the first. Structural problems come from the pydantic models (see
 :mod:`bus.topology.loader`); this module adds what needs the whole file and the schemas:
 unknown or duplicate names, schema files, key fields, filter fields and values, field
-selections, entitlements and masks, connector ownership.
+selections, entitlements and masks, connector ownership, installed connector types.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import uuid
 from collections.abc import Callable
@@ -47,7 +48,8 @@ _DUPLICATES = (("departments", "department"), ("event_types", "event type"),
 
 
 def validate_topology(path: Path | str) -> list[Problem]:
-    """Every problem of the topology file ``path`` and its schemas, sorted by position."""
+    """Every problem of the topology file ``path`` and its schemas, sorted by position
+    (what `bus validate` prints), a connector type that is not installed here included."""
     return check_topology(path)[1]
 
 
@@ -57,13 +59,16 @@ def check_topology(path: Path | str) -> tuple[Topology | None, list[Problem]]:
         document = read_document(path)
     except TopologyInvalid as exc:
         return None, exc.problems
-    return check_document(document)
+    return check_document(document, connector_types=True)
 
 
-def check_document(document: Document) -> tuple[Topology | None, list[Problem]]:
-    """:func:`check_topology` for a file already read."""
+def check_document(document: Document, *, connector_types: bool = False) -> tuple[Topology | None, list[Problem]]:
+    """:func:`check_topology` for a file already read. Unless ``connector_types``, a connector
+    type that is not installed here is not a problem: :func:`bus.topology.loader.load_topology`
+    loads the city for the router, the processors and the page, which run no connector; the
+    host that runs one refuses a type it does not have (`bus connector run`, `bus up`)."""
     parsed = parse_structure(document)
-    checker = _Checker(parsed)
+    checker = _Checker(parsed, connector_types=connector_types)
     found = checker.run()
     problems = sorted(set(document.problems + parsed.problems + found))
     topology = parsed.topology
@@ -75,8 +80,9 @@ def check_document(document: Document) -> tuple[Topology | None, list[Problem]]:
 class _Checker:
     """The semantic checks of one parsed file; ``run()`` returns what they found."""
 
-    def __init__(self, parsed: Parsed) -> None:
+    def __init__(self, parsed: Parsed, *, connector_types: bool = True) -> None:
         self.parsed = parsed
+        self.check_types = connector_types
         self.document = parsed.document
         self.problems: list[Problem] = []
         self.catalog: SchemaCatalog | None = None
@@ -85,6 +91,7 @@ class _Checker:
         self.departments: dict[str, Department] = _first_by_name(parsed.items["departments"])
         self.event_types: dict[str, EventType] = _first_by_name(parsed.items["event_types"])
         self.subscriptions: dict[str, Subscription] = _first_by_name(parsed.items["subscriptions"])
+        self.connector_types: list[str] | None = None  # installed ones, read once when a connector needs them
 
     def run(self) -> list[Problem]:
         self._duplicates()
@@ -336,13 +343,32 @@ class _Checker:
                               f"connector to {et.owner!r} or remove {name} from publishes")
         if connector.subscription is not None:
             self._sink(base, connector, department_known)
-        # The connector's own settings, against its config model (types not installed yet
-        # are left to `bus connector list`; secrets are resolved at start, not here).
-        # Imported here: the connector kit builds on the topology package.
+        if self.check_types and not self._type_installed((*base, "type"), connector.type):
+            return
+        # The connector's own settings, against its config model (secrets are resolved at
+        # start, not here; a type not installed is not checked). Imported here: the connector
+        # kit builds on the topology package.
         from bus.connectors.config import config_problems
 
         for loc, message in config_problems(connector.type, connector.config, skip_unknown_types=True):
             self.add((*base, *loc), message, at_key=message.startswith("unknown key"))
+
+    def _type_installed(self, loc: Loc, name: str) -> bool:
+        """True if connector type ``name`` is installed here; else a problem at ``loc`` naming
+        the installed types and the closest one (its config is then not checked)."""
+        from bus.connectors.exceptions import ConnectorError
+        from bus.connectors.registry import installed_types
+
+        if self.connector_types is None:
+            try:
+                self.connector_types = sorted(installed_types())
+            except ConnectorError as exc:  # two packages declare one name: nothing can be checked
+                self.add(loc, str(exc))
+                return False
+        if name in self.connector_types:
+            return True
+        self.add(loc, unknown_type_message(name, self.connector_types))
+        return False
 
     # -- linkage rules (bus.topology.linkage) ----------------------------------------------
 
@@ -377,6 +403,17 @@ class _Checker:
                       f"{connector.department!r}; a sink delivers its own department's subscriptions only: set "
                       f"department: {sub.department}, or use a subscription of department {connector.department!r} "
                       f"({', '.join(own) or 'it has none yet'})")
+
+
+def unknown_type_message(name: str, installed: list[str]) -> str:
+    """Why connector type ``name`` cannot run here: the installed types and the closest one."""
+    how = ("a connector type is an installed package that declares an entry point in the group 'bus.connectors'; "
+           "`bus connector list` shows them")
+    if not installed:
+        return f"connector type {name!r} is not installed, and no connector type is; {how}"
+    close = difflib.get_close_matches(name, installed, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"connector type {name!r} is not installed{hint}; the installed types are: {', '.join(installed)} ({how})"
 
 
 def _first_by_name(items: list[tuple[int, Any]]) -> dict[str, Any]:

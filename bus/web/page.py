@@ -3,7 +3,9 @@ topology drawn by :func:`bus.topology.graph.render_svg`) and ``/api/state`` (JSO
 
 The page shows lag per consumer stream (a group on a topic: the router on each canonical
 topic, each sink connector on its subscription's topic) with a chart of the last hour,
-dead letters per connector and for the router, connector health and camera availability.
+dead letters per connector and for the router, connector health and camera availability, and
+the figures the city runs on (:mod:`bus.ops.figures`: sharing, the maintenance promise,
+throughput and latency, counted from the topics; docs/figures.md).
 Everything is served from this process: the script and the style sheet are package data
 inlined into the page, so the page works on a city network that reaches no internet.
 
@@ -43,6 +45,7 @@ from bus.errors import BusError
 from bus.kafka.admin import admin
 from bus.kafka.config import KafkaSettings, consumer_config
 from bus.ops.burrow import Status
+from bus.ops.figures import CityFigures, FiguresReader, publish_figures
 from bus.ops.lag import (
     TP,
     Directory,
@@ -153,6 +156,8 @@ class PageState(_Model):
     dead_letters: list[DeadLetters] = Field(default_factory=list)
     connectors: list[ConnectorHealth] = Field(default_factory=list)
     cameras: list[CameraAvailability] = Field(default_factory=list, description="Empty: no data published.")
+    figures: CityFigures | None = Field(None, description="Sharing, the maintenance promise, throughput and "
+                                                          "latency (bus.ops.figures); None until first read.")
     problems: list[str] = Field(default_factory=list, description="What could not be read at the last poll, and why.")
 
 
@@ -344,6 +349,7 @@ class ClusterProvider:
         self._dlq = DeadLetterCounter(settings)
         self._statuses = StatusStore(settings, topology.namespace)
         self._cameras = CompactedTopic(settings, topic_name(topology.namespace, CAMERA_AVAILABILITY_TOPIC))
+        self._figures = FiguresReader(topology, settings, clock=clock)
 
     def state(self) -> PageState:
         with self._lock:
@@ -360,6 +366,7 @@ class ClusterProvider:
             dead_letters=self._read(problems, "dead letters", self._dead_letters, last.dead_letters),
             connectors=self._read(problems, "connector statuses", self._connectors, last.connectors),
             cameras=self._read(problems, "camera availability", self._camera_availability, last.cameras),
+            figures=self._read(problems, "city figures", self._city_figures, last.figures),
             problems=problems,
         )
         with self._lock:
@@ -378,6 +385,7 @@ class ClusterProvider:
             self._thread.join(self.interval_s + 30)
         self._thread = None
         self._dlq.close()
+        self._figures.close()
 
     def __enter__(self) -> "ClusterProvider":
         return self.start()
@@ -455,6 +463,12 @@ class ClusterProvider:
                 counts={k: v for k, v in s.counts.items() if isinstance(v, int)},
             ))
         return out
+
+    def _city_figures(self) -> CityFigures:
+        figures = self._figures.poll()
+        if self._monitor is not None:
+            publish_figures(self._monitor, figures)
+        return figures
 
     def _camera_availability(self) -> list[CameraAvailability]:
         out = []

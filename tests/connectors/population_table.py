@@ -35,7 +35,7 @@ def insert(db: Database, first: int, count: int, *, seq: str = "g", change_type:
         "name, birth_date, district, internal_note) "
         f"SELECT {seq}, 'P' || lpad(g::text, 10, '0'), {change_type}, date '2026-01-01' + (g % 300), "
         "timestamptz '2026-03-01 08:00:00+08' + g * interval '1 second', 'Name ' || g, "
-        "date '1990-01-01' + (g % 9000), 'NANHAI', 'not a field' "
+        "date '1990-01-01' + (g % 9000), 'CHENGZHONG', 'not a field' "
         f"FROM generate_series({first}, {first + count - 1}) AS g"
     )
 

@@ -130,5 +130,5 @@ def test_problems_land_on_the_lines_of_topology_yaml_as_bus_validate_shows_them(
     assert any(p.startswith(at("hmac_key:")) and "never written in clear" in p for p in found), found
     ingest_line = at("path: /ingest/skynet", "skynet-platform")
     assert any(p.startswith(ingest_line) and "missing required key 'auth'" in p for p in found), found
-    assert not any("mqtt_source" in p for p in found)  # not installed yet: left to `bus connector list`
+    assert not any("mqtt_source" in p for p in found)  # installed, and its config is valid
     assert len(found) == 3, found

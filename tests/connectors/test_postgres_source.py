@@ -98,7 +98,7 @@ def test_a_snapshot_of_5000_rows_is_published_once_in_bounded_batches_then_new_r
     assert record["effective_date"] == "2026-01-08"
     assert record["recorded_at"] == "2026-03-01T00:00:07.000Z"  # 08:00:07+08 in UTC
     assert record["birth_date"] == "1990-01-08"
-    assert record["district"] == "NANHAI" and record["name"] == "Name 7"
+    assert record["district"] == "CHENGZHONG" and record["name"] == "Name 7"
     assert runner.status().position["after"] == [5_000, 5_000]
 
     # new changes after the snapshot are polled

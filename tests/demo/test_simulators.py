@@ -86,24 +86,30 @@ def closed_port() -> int:
 # -- the fleet and the pacing ------------------------------------------------------------------
 
 
-def test_the_fleet_is_the_city_s_6400_cameras_placed_and_owned_the_same_for_a_seed() -> None:
-    fleet = CameraFleet(6400, seed=7)
-    assert len(fleet) == 6400 == len(fleet.by_id)
+def test_the_fleet_is_liuzhou_s_cameras_placed_and_owned_the_same_for_a_seed() -> None:
+    fleet = CameraFleet(seed=7)  # after the fifth phase: 6,381 surveillance points and 153 checkpoints
+    assert len(fleet) == 6381 + 153 == len(fleet.by_id)
     for camera in fleet.cameras:
-        match = re.fullmatch(r"CAM-(CC|NH|SD|SS|GM)-(\d{5})", camera.camera_id)
+        match = re.fullmatch(r"CAM-(CZ|YF|LN|LB|LJ)-(\d{5})", camera.camera_id)
         assert match, camera.camera_id
         assert DISTRICTS[camera.district][2] == match.group(1) and camera.location["district"] == camera.district
     assert len(fleet.checkpoints()) == 153
     assert all(c.owner == "traffic_police" for c in fleet.checkpoints())
     sites = fleet.sites()
-    assert len(sites) == 11 and all(len(cameras) == 4 for cameras in sites.values())
+    assert len(sites) == 11 and all(len(cameras) == 4 for cameras in sites.values())  # housing's 40+ site cameras
     for cameras in sites.values():  # a site's cameras stand together
         assert len({c.district for c in cameras}) == 1 and len({json.dumps(c.location) for c in cameras}) == 1
         assert {c.owner for c in cameras} == {"housing"}
-    assert {c.owner for c in fleet.cameras} == {"police", "city_management", "street_lighting", "traffic_police",
-                                               "housing"}
+    # Skynet's own cameras and those the departments attached instead of building their own,
+    # every owner a department of the shipped topology.
+    owners = {c.owner for c in fleet.cameras}
+    assert owners == {"police", "city_management", "street_lighting", "traffic_police", "housing", "fire_brigade",
+                      "emergency_management", "environmental_protection", "internet_cafe_supervision"}
+    assert owners <= {d.name for d in SHIPPED.departments}
+    assert any(c.owner == "traffic_police" and c.kind == "SURVEILLANCE_POINT" for c in fleet.cameras)  # e-police
     assert 0.95 < fleet.availability() < 0.99
-    same, other = CameraFleet(6400, seed=7), CameraFleet(6400, seed=8)
+    assert sum(c.state == "ONLINE" for c in fleet.cameras) > 5000  # usable at any time
+    same, other = CameraFleet(seed=7), CameraFleet(seed=8)
     assert [(c.owner, c.kind, c.location, c.state) for c in same.cameras] == \
         [(c.owner, c.kind, c.location, c.state) for c in fleet.cameras]
     assert [c.owner for c in other.cameras] != [c.owner for c in fleet.cameras]
@@ -401,7 +407,7 @@ def test_the_demo_city_feeds_the_real_connectors_of_its_demo_topology(
         refs = re.findall(r"env:([A-Z0-9_]+)", "\n".join(json.dumps(c.config) for c in topology.connectors))
         assert set(refs) == set(demo.env) >= {
             "SKYNET_INGEST_TOKEN", "FIRE_DISPATCH_HMAC_KEY", "TRAFFIC_CHECKPOINT_HMAC_KEY", "EMERGENCY_WALL_HMAC_KEY",
-            "CHANCHENG_WEBHOOK_HMAC_KEY", "STATS_POPULATION_BASE_DSN", "HEALTH_POPULATION_BASE_DSN",
+            "LIUNAN_WEBHOOK_HMAC_KEY", "STATS_POPULATION_BASE_DSN", "HEALTH_POPULATION_BASE_DSN",
             "POPULATION_BASE_DSN"}
         assert topology.connector("fire-dispatch-webhook").config["url"] == demo.urls["fire-dispatch-webhook"]
         for name, value in demo.env.items():
@@ -448,5 +454,5 @@ def test_without_postgresql_the_population_base_drops_csv_exports_for_the_real_f
                          "the load and some changes")
         assert list((tmp_path / "drops" / "done").glob("population-*.csv"))
     people = collections.Counter(r.value["person_id"] for r in got)
-    loaded = {f"P{4406_000000 + n:010d}" for n in range(1, 301)}
+    loaded = {f"P{4502_000000 + n:010d}" for n in range(1, 301)}
     assert loaded <= set(people)  # the load: one change per person, each on the bus

@@ -206,7 +206,7 @@ def _leaf_choices(event_type: str, entitled: dict[str, str], now: dt.datetime) -
             st.fixed_dictionaries({"field": st.just("confidence"), "gt": st.sampled_from([0.6, 0.8])}),
         ]
         if "plate_number" in clear:
-            known.append(st.fixed_dictionaries({"field": st.just("plate_number"), "prefix": st.just("粤E1")}))
+            known.append(st.fixed_dictionaries({"field": st.just("plate_number"), "prefix": st.just("桂B1")}))
     return known
 
 
@@ -279,7 +279,7 @@ def records(draw: st.DrawFn, event_type: str, min_size: int, max_size: int) -> l
             record = camera_alarm(rng)
             record["count"] = rng.randint(1, 8)
             if rng.random() < 0.5:
-                record["plate_number"] = f"粤E{rng.randint(10000, 99999)}"
+                record["plate_number"] = f"桂B{rng.randint(10000, 99999)}"
                 record["snapshot_url"] = f"https://skynet.city.local/snapshots/{record['alarm_id']}.jpg"
         out.append(record | {name: None for name in nulls})
     return out

@@ -40,8 +40,8 @@ def test_hooks_render_as_parseable_exposition() -> None:
     monitor.on_connector_error("fire-dispatch-webhook", "task_put")
     for seconds in (0.004, 0.03, 0.2):
         monitor.on_transaction(seconds)
-    monitor.set_availability(97, 100, district="CHANCHENG")
-    monitor.set_availability(0, 0, district="SHUNDE")
+    monitor.set_availability(97, 100, district="LIUNAN")
+    monitor.set_availability(0, 0, district="YUFENG")
 
     samples = scrape(monitor)
     assert value(samples, "bus_records_in_total", topic="city.events.camera_alarm") == 3
@@ -53,8 +53,8 @@ def test_hooks_render_as_parseable_exposition() -> None:
     assert value(samples, "bus_router_transaction_seconds_count") == 3
     assert value(samples, "bus_router_transaction_seconds_sum") == pytest.approx(0.234)
     assert value(samples, "bus_router_transaction_seconds_bucket", le="0.01") == 1
-    assert value(samples, "bus_camera_fleet_availability", district="CHANCHENG") == pytest.approx(0.97)
-    assert math.isnan(value(samples, "bus_camera_fleet_availability", district="SHUNDE"))  # no cameras: no alert
+    assert value(samples, "bus_camera_fleet_availability", district="LIUNAN") == pytest.approx(0.97)
+    assert math.isnan(value(samples, "bus_camera_fleet_availability", district="YUFENG"))  # no cameras: no alert
     assert {name for name, _ in samples} <= exported_names(monitor.metrics)
     assert CONTENT_TYPE.startswith("text/plain")
 
@@ -110,3 +110,35 @@ def test_a_poll_publishes_lag_to_metrics(
     for i in range(3):
         bus.on_commit(group, [(topic, 0, 2)], at=T0 + 10 * i)
     assert lag.report(now=T0 + 25).group(group).partitions[0].status == Status.STALL
+
+
+def test_the_city_s_figures_render_as_gauges() -> None:
+    """The figures' hooks (bus.ops.figures sets them from what it counted): one series per
+    label set, NaN where there is nothing to measure (so that no alert fires on it)."""
+    monitor = BusMonitor()
+    monitor.set_sharing(event_types_share=0.75, records_share=None,
+                        departments={"police": (10, 4, 7), "health": (0, 0, 3)})
+    monitor.set_faults("all", open=2, outcomes={("answer", "kept"): 5, ("answer", "broken"): 1,
+                                                ("answer", "pending"): 2}, overdue={"answer": 1, "repair": 0})
+    monitor.set_throughput("camera_alarm", last_hour=7200, per_second=2.5, delivered_last_hour=14000)
+    monitor.set_latency("fire_brigade", "fire-alarms", deliveries=30, quantiles={"0.5": 0.031, "0.99": None})
+
+    samples = scrape(monitor)
+    assert value(samples, "bus_sharing_share", of="event_types") == 0.75
+    assert math.isnan(value(samples, "bus_sharing_share", of="records"))
+    assert value(samples, "bus_sharing_records", department="police", direction="published") == 10
+    assert value(samples, "bus_sharing_records", department="police", direction="shared") == 4
+    assert value(samples, "bus_sharing_records", department="health", direction="received") == 3
+    assert value(samples, "bus_camera_faults_open", district="all") == 2
+    assert value(samples, "bus_camera_faults", district="all", deadline="answer", outcome="broken") == 1
+    assert value(samples, "bus_camera_faults_overdue", district="all", deadline="answer") == 1
+    assert value(samples, "bus_event_type_records_last_hour", event_type="camera_alarm", stage="published") == 7200
+    assert value(samples, "bus_event_type_records_last_hour", event_type="camera_alarm", stage="delivered") == 14000
+    assert value(samples, "bus_event_type_published_per_second", event_type="camera_alarm") == 2.5
+    assert value(samples, "bus_subscription_delivered_last_hour", department="fire_brigade",
+                 subscription="fire-alarms") == 30
+    assert value(samples, "bus_delivery_latency_seconds", department="fire_brigade", subscription="fire-alarms",
+                 quantile="0.5") == 0.031
+    assert math.isnan(value(samples, "bus_delivery_latency_seconds", department="fire_brigade",
+                            subscription="fire-alarms", quantile="0.99"))
+    assert {name for name, _ in samples} <= exported_names(monitor.metrics)

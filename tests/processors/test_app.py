@@ -43,8 +43,8 @@ from tests.fixtures.city import City
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = int(dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc).timestamp() * 1000)
-LOC_A = {"latitude": 23.02, "longitude": 113.12, "district": "CHANCHENG", "street": "Zumiao Rd", "grid_cell": "CC-0412"}
-LOC_B = {"latitude": 22.8, "longitude": 113.29, "district": "SHUNDE", "street": None, "grid_cell": None}
+LOC_A = {"latitude": 23.02, "longitude": 113.12, "district": "LIUNAN", "street": "Feie Rd", "grid_cell": "LN-0412"}
+LOC_B = {"latitude": 22.8, "longitude": 113.29, "district": "YUFENG", "street": None, "grid_cell": None}
 CAM_A, CAM_B, CAM_C, CAM_D = "CAM-CC-00012", "CAM-SD-00044", "CAM-NH-09999", "CAM-GM-00001"
 
 
@@ -228,7 +228,7 @@ def test_a_restarted_worker_recovers_every_camera_from_a_batched_changelog(
     out = read_until(settings, topics.enriched, lambda seen: {r["camera_id"] for r, _ in seen} >= set(last), 40,
                      lambda m: (to_json(decoder.decode(m.value())), dict(m.headers())))
     districts = {r["camera_id"]: (r["location"] or {}).get("district") for r, _ in out}
-    assert {c: districts.get(c) for c in last} == {c: "CHANCHENG" for c in last}
+    assert {c: districts.get(c) for c in last} == {c: "LIUNAN" for c in last}
 
 
 @pytest.mark.parametrize("letting_go", ["it stops", "another worker joins", "it is killed"])
@@ -319,7 +319,7 @@ def test_enrichment_storms_and_flap(one_partition_city: Topology, city: City, wo
         assert [(r["alarm_id"], r["count"]) for r, _ in early] == [(fire["alarm_id"], 1)], "the fire alarm was held"
         early_cases = read_until(settings, case_topic, lambda seen: len(seen) >= 2, 30, decode_case)
         assert sorted((c["responsible_unit"], c["related_alarm_id"]) for c in early_cases) == [
-            ("district_shunde", fire["alarm_id"]), ("fire_brigade", fire["alarm_id"]),
+            ("district_yufeng", fire["alarm_id"]), ("fire_brigade", fire["alarm_id"]),
         ]
 
         for at in (0, 5, 20, 40, 59):
@@ -344,11 +344,11 @@ def test_enrichment_storms_and_flap(one_partition_city: Topology, city: City, wo
     assert sorted(by_camera) == sorted([CAM_A, CAM_C, FLAP_CAMERA_ID]), out
     (a_first, headers), (a, _) = by_camera[CAM_A]  # the first at once, the update when the window closed
     assert (a_first["count"], a["count"], a["alarm_id"]) == (1, 5, a_first["alarm_id"])
-    assert (a["location"]["district"], a["owner_department"]) == ("CHANCHENG", "city_management")
+    assert (a["location"]["district"], a["owner_department"]) == ("LIUNAN", "city_management")
     assert headers["ce_type"] == b"camera_alarm" and headers["ce_source"] == b"police"
     (b_first, b_first_headers), (b, b_headers) = versions[fire["alarm_id"]]
     assert (b_first["count"], b_first["severity"], b["count"], b["severity"]) == (1, "HIGH", 2, "CRITICAL")
-    assert (b["location"]["district"], b["owner_department"]) == ("SHUNDE", "police")
+    assert (b["location"]["district"], b["owner_department"]) == ("YUFENG", "police")
     assert b_headers["ce_id"] != b_first_headers["ce_id"]  # an idempotent sink keeps the update
     ((c, _),) = by_camera[CAM_C]
     assert (c["count"], c["location"]) == (1, None)  # unknown camera: passes as it came
@@ -362,8 +362,8 @@ def test_enrichment_storms_and_flap(one_partition_city: Topology, city: City, wo
                        lambda seen: len(seen) >= 4 and sum(c["related_alarm_id"] == last["alarm_id"] for c in seen) >= 2,
                        30, decode_case)
     assert sorted((c["responsible_unit"], c["category"], c["related_alarm_id"]) for c in cases) == sorted([
-        ("district_chancheng", "FIRE_HAZARD", last["alarm_id"]),
-        ("district_shunde", "FIRE_HAZARD", fire["alarm_id"]),
+        ("district_liunan", "FIRE_HAZARD", last["alarm_id"]),
+        ("district_yufeng", "FIRE_HAZARD", fire["alarm_id"]),
         ("fire_brigade", "FIRE_HAZARD", fire["alarm_id"]),
         ("fire_brigade", "FIRE_HAZARD", last["alarm_id"]),
     ])
@@ -385,7 +385,7 @@ def test_sla_breach_and_availability(one_partition_city: Topology, city: City, w
         publisher.publish("camera_status", "police", status(CAM_D, "OFFLINE", T0, LOC_B))  # answered by its case
         publisher.publish("city_case", "city_management", {
             "case_id": maintenance_case, "status": "DISPATCHED", "category": "CAMERA_FAULT", "title": "camera offline",
-            "source": "LINKAGE", "district": "SHUNDE", "responsible_unit": "city_management", "component_id": CAM_D,
+            "source": "LINKAGE", "district": "YUFENG", "responsible_unit": "city_management", "component_id": CAM_D,
             "reported_at": iso_ms(T0), "updated_at": iso_ms(T0 + hour),
         })
         worker.start()
@@ -394,8 +394,8 @@ def test_sla_breach_and_availability(one_partition_city: Topology, city: City, w
             lambda m: (m.key().decode(), {k: v for k, v in json.loads(m.value()).items() if k in ("online", "total")}),
         )
         assert ("all", {"online": 1, "total": 3}) in availability, availability
-        assert ("SHUNDE", {"online": 1, "total": 2}) in availability
-        assert ("CHANCHENG", {"online": 0, "total": 1}) in availability
+        assert ("YUFENG", {"online": 1, "total": 2}) in availability
+        assert ("LIUNAN", {"online": 0, "total": 1}) in availability
         # 25 h later by another camera's record: A's answer deadline has passed, D's was kept
         publisher.publish("camera_status", "police", status(CAM_B, "ONLINE", T0 + 25 * hour, LOC_B))
 

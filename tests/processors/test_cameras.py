@@ -9,7 +9,7 @@ import pytest
 from bus.processors.cameras import CameraInfo, camera_from_row, camera_from_status, enrich_alarm, load_camera_file
 from bus.processors.exceptions import CameraImportError
 
-LOC = {"latitude": 23.02, "longitude": 113.12, "district": "CHANCHENG", "street": "Zumiao Rd", "grid_cell": "CC-0412"}
+LOC = {"latitude": 23.02, "longitude": 113.12, "district": "LIUNAN", "street": "Feie Rd", "grid_cell": "LN-0412"}
 CAM = CameraInfo("CAM-CC-00012", location=LOC, owner_department="city_management", kind="SURVEILLANCE_POINT")
 
 
@@ -19,8 +19,8 @@ CAM = CameraInfo("CAM-CC-00012", location=LOC, owner_department="city_management
         ({"camera_id": "CAM-CC-00012"}, LOC, "city_management", True),
         ({"camera_id": "CAM-CC-00012", "location": None, "owner_department": None}, LOC, "city_management", True),
         ({"camera_id": "CAM-CC-00012", "owner_department": "police"}, LOC, "police", True),
-        ({"camera_id": "CAM-CC-00012", "location": {"district": "NANHAI"}, "owner_department": "housing"},
-         {"district": "NANHAI"}, "housing", False),
+        ({"camera_id": "CAM-CC-00012", "location": {"district": "CHENGZHONG"}, "owner_department": "housing"},
+         {"district": "CHENGZHONG"}, "housing", False),
     ],
 )
 def test_enrich_fills_only_missing_fields(alarm: dict, expected_location: dict, expected_owner: str, changed: bool) -> None:
@@ -50,15 +50,15 @@ def test_merge(held: CameraInfo, newer: CameraInfo, expected: tuple) -> None:
 
 def test_camera_from_status() -> None:
     info = camera_from_status({"camera_id": "CAM-1", "status": "DEGRADED", "location": LOC, "kind": "TEMPORARY"}, 5)
-    assert (info.status, info.status_since, info.district, info.kind) == ("DEGRADED", 5, "CHANCHENG", "TEMPORARY")
+    assert (info.status, info.status_since, info.district, info.kind) == ("DEGRADED", 5, "LIUNAN", "TEMPORARY")
 
 
 @pytest.mark.parametrize(
     "row,problem",
     [
         ({"camera_id": ""}, "camera_id"),
-        ({"camera_id": "C", "latitude": "x", "longitude": "1", "district": "NANHAI"}, "latitude"),
-        ({"camera_id": "C", "latitude": "1", "district": "NANHAI"}, "longitude"),
+        ({"camera_id": "C", "latitude": "x", "longitude": "1", "district": "CHENGZHONG"}, "latitude"),
+        ({"camera_id": "C", "latitude": "1", "district": "CHENGZHONG"}, "longitude"),
         ({"camera_id": "C", "latitude": "1", "longitude": "1", "district": "ATLANTIS"}, "district"),
         ({"camera_id": "C", "kind": "DRONE"}, "kind"),
         ({"camera_id": "C", "status": "BROKEN"}, "status"),
@@ -73,7 +73,7 @@ def test_load_csv_and_jsonl(tmp_path: Path) -> None:
     csv_file = tmp_path / "cameras.csv"
     csv_file.write_text(
         "camera_id,latitude,longitude,district,street,grid_cell,owner_department,kind\n"
-        "CAM-CC-00012,23.02,113.12,chancheng,Zumiao Rd,CC-0412,city_management,SURVEILLANCE_POINT\n"
+        "CAM-CC-00012,23.02,113.12,liunan,Feie Rd,LN-0412,city_management,SURVEILLANCE_POINT\n"
         "CAM-NH-00001,,,,,,police,\n",
         encoding="utf-8",
     )

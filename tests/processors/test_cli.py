@@ -32,8 +32,8 @@ def test_import_refuses_bad_file(tmp_path: Path) -> None:
 
 def test_import_good_file(tmp_path: Path, city) -> None:  # noqa: ANN001
     good = tmp_path / "cameras.csv"
-    good.write_text("camera_id,latitude,longitude,district,owner_department\nCAM-CC-1,23.0,113.1,CHANCHENG,police\n"
-                    "CAM-CC-2,23.0,113.1,CHANCHENG,housing\n", encoding="utf-8")
+    good.write_text("camera_id,latitude,longitude,district,owner_department\nCAM-CC-1,23.0,113.1,LIUNAN,police\n"
+                    "CAM-CC-2,23.0,113.1,LIUNAN,housing\n", encoding="utf-8")
     env = {
         "BUS_BOOTSTRAP_SERVERS": city.settings.bootstrap_servers,
         "BUS_KAFKA_PROFILE": str(city.settings.kafka_profile),

@@ -19,7 +19,7 @@ from bus.topology.models import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
-LOC = {"latitude": 23.02, "longitude": 113.12, "district": "NANHAI", "street": None, "grid_cell": None}
+LOC = {"latitude": 23.02, "longitude": 113.12, "district": "CHENGZHONG", "street": None, "grid_cell": None}
 RULES = compile_rules(load_topology(REPO / "topology.yaml"))
 
 
@@ -41,7 +41,7 @@ def alarm(kind: str, severity: str = "HIGH", **extra: object) -> dict:
 @pytest.mark.parametrize(
     "record,expected",
     [
-        (alarm("FIRE_SMOKE"), [("FIRE_HAZARD", "fire_brigade"), ("FIRE_HAZARD", "district_nanhai")]),
+        (alarm("FIRE_SMOKE"), [("FIRE_HAZARD", "fire_brigade"), ("FIRE_HAZARD", "district_chengzhong")]),
         (alarm("CAMERA_OFFLINE", "LOW"), [("CAMERA_FAULT", "street_lighting")]),
         (alarm("TAMPERING"), [("CAMERA_FAULT", "street_lighting")]),
         (alarm("TAMPERING", owner_department=None), []),  # owner unknown: nobody to give it to
@@ -93,7 +93,7 @@ def test_rules_are_read_from_the_topology(tmp_path: Path) -> None:
         "name": "severe-crowds",
         "match": {"and": [{"field": "alarm_type", "eq": "CROWD_GATHERING"},
                           {"field": "severity", "in": ["HIGH", "CRITICAL"]},
-                          {"field": "location.district", "ne": "GAOMING"}]},
+                          {"field": "location.district", "ne": "LIUJIANG"}]},
         "case": {"category": "PUBLIC_SAFETY", "responsible": ["police", "district_centre", "camera_owner"],
                  "level": "CITY", "respond_within_h": 0.5, "resolve_within_h": 6},
     }])
@@ -101,11 +101,11 @@ def test_rules_are_read_from_the_topology(tmp_path: Path) -> None:
     cases = cases_for(alarm("CROWD_GATHERING", "CRITICAL"), rules)
     assert [(c["responsible_unit"], c["level"], c["resolve_by"]) for c in cases] == [
         ("police", "CITY", "2026-11-23T06:30:00.000Z"),
-        ("district_nanhai", "CITY", "2026-11-23T06:30:00.000Z"),
+        ("district_chengzhong", "CITY", "2026-11-23T06:30:00.000Z"),
         ("street_lighting", "CITY", "2026-11-23T06:30:00.000Z"),
     ]
     assert cases_for(alarm("CROWD_GATHERING", "MEDIUM"), rules) == []
-    assert cases_for(alarm("CROWD_GATHERING", location=dict(LOC, district="GAOMING")), rules) == []
+    assert cases_for(alarm("CROWD_GATHERING", location=dict(LOC, district="LIUJIANG")), rules) == []
     assert cases_for(alarm("FIRE_SMOKE"), rules) == []  # the shipped rules are gone with the section
     assert compile_rules(with_linkage(tmp_path, [])) == ()
 
@@ -126,8 +126,8 @@ def test_recorded_sequence_and_its_replay() -> None:
     emitted, cases = run(alarms)
     summary = sorted((c["responsible_unit"], c["category"], c["component_id"]) for c in cases)
     assert summary == [
-        ("district_nanhai", "FIRE_HAZARD", "CAM-NH-00012"),  # the 3 alarms of the first minute: one storm
-        ("district_nanhai", "FIRE_HAZARD", "CAM-NH-00012"),  # 10 minutes later: a new alarm
+        ("district_chengzhong", "FIRE_HAZARD", "CAM-NH-00012"),  # the 3 alarms of the first minute: one storm
+        ("district_chengzhong", "FIRE_HAZARD", "CAM-NH-00012"),  # 10 minutes later: a new alarm
         ("fire_brigade", "FIRE_HAZARD", "CAM-NH-00012"),
         ("fire_brigade", "FIRE_HAZARD", "CAM-NH-00012"),
         ("street_lighting", "CAMERA_FAULT", "CAM-NH-00077"),  # 2 offline alarms, one fault
@@ -162,7 +162,7 @@ def test_update_opens_only_the_rules_it_escalated_into(tmp_path: Path) -> None:
                    occurred_at=f"2026-11-23T08:30:{i * 10:02d}+08:00") for i in range(3)]
     storm[1]["severity"] = "CRITICAL"
     (first,) = merger.add(storm[0])
-    assert [c["responsible_unit"] for c in cases_for(first.alarm, rules, first=first.first)] == ["district_nanhai"]
+    assert [c["responsible_unit"] for c in cases_for(first.alarm, rules, first=first.first)] == ["district_chengzhong"]
     assert merger.add(storm[1]) == merger.add(storm[2]) == []
     (update,) = merger.flush()
     escalated = cases_for(update.alarm, rules, first=update.first)

@@ -80,7 +80,7 @@ def test_not_answered_within_24_h_breaches_exactly_once() -> None:
     assert case["case_id"] == breach_case_id(A, OPENED_A, "answer")
     assert (case["category"], case["level"], case["source"], case["status"]) == ("CAMERA_FAULT", "CITY", "LINKAGE",
                                                                                 "REPORTED")
-    assert (case["district"], case["responsible_unit"]) == ("CHANCHENG", "city_management")
+    assert (case["district"], case["responsible_unit"]) == ("LIUNAN", "city_management")
     assert case["title"] == f"maintenance promise broken: camera {A} not answered within 24 h"
     assert case["reported_at"] == "2026-11-21T00:00:00.000Z"  # the deadline, whatever record passed it
     assert "not answered by the deadline" in case["description"]
@@ -143,7 +143,7 @@ def test_a_new_fault_after_a_repair_has_its_own_deadlines() -> None:
     assert tracker.status(status) == []
     (case,) = tracker.due(reopened + 24 * 3_600_000 + 1)
     assert case["case_id"] == breach_case_id(A, reopened, "answer") != breach_case_id(A, OPENED_A, "answer")
-    assert case["district"] == "CHANCHENG"  # location kept from earlier statuses
+    assert case["district"] == "LIUNAN"  # location kept from earlier statuses
 
 
 def test_a_camera_without_district_breaches_without_a_case() -> None:
@@ -197,11 +197,11 @@ def fleet(name: str) -> list[CameraInfo]:
 def test_availability_per_district_and_overall() -> None:
     figures = fleet_availability(fleet("availability.jsonl"))
     assert {k: (v.online, v.total) for k, v in figures.items()} == {
-        ALL: (22, 26), "CHANCHENG": (19, 20), "SHUNDE": (3, 5)}
-    assert figures["CHANCHENG"].ratio == pytest.approx(0.95)
+        ALL: (22, 26), "LIUNAN": (19, 20), "YUFENG": (3, 5)}
+    assert figures["LIUNAN"].ratio == pytest.approx(0.95)
     assert figures[ALL].ratio < 0.95
     at = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    assert figures["SHUNDE"].to_json(at) == {"online": 3, "total": 5, "ratio": 0.6, "at": "2026-11-23T00:30:00.000Z"}
+    assert figures["YUFENG"].to_json(at) == {"online": 3, "total": 5, "ratio": 0.6, "at": "2026-11-23T00:30:00.000Z"}
 
 
 def test_availability_of_nothing() -> None:
@@ -215,16 +215,16 @@ def test_reporter_sends_changed_figures_and_sets_the_monitor() -> None:
     at = dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc)
     cameras = fleet("availability.jsonl")
     first = reporter.report(cameras, at)
-    assert [key for key, _ in first] == ["CHANCHENG", "SHUNDE", ALL]
+    assert [key for key, _ in first] == ["LIUNAN", "YUFENG", ALL]
     assert reporter.report(cameras, at) == []  # nothing changed: nothing to send
     repaired = [replace(c, status="ONLINE") if c.camera_id == "CAM-CC-00007" else c for c in cameras]
     assert reporter.report(repaired, at) == [
-        ("CHANCHENG", {"online": 20, "total": 20, "ratio": 1.0, "at": "2026-11-23T00:30:00.000Z"}),
+        ("LIUNAN", {"online": 20, "total": 20, "ratio": 1.0, "at": "2026-11-23T00:30:00.000Z"}),
         (ALL, {"online": 23, "total": 26, "ratio": round(23 / 26, 6), "at": "2026-11-23T00:30:00.000Z"}),
     ]
     text = monitor.render().decode()
-    assert 'bus_camera_fleet_availability{district="CHANCHENG"} 1.0' in text
-    assert 'bus_camera_fleet_availability{district="SHUNDE"} 0.6' in text
+    assert 'bus_camera_fleet_availability{district="LIUNAN"} 1.0' in text
+    assert 'bus_camera_fleet_availability{district="YUFENG"} 0.6' in text
 
 
 class CountingStore(dict):
@@ -239,7 +239,7 @@ class CountingStore(dict):
 
 def _status(camera: str, status: str, at: str) -> dict[str, Any]:
     return {"camera_id": camera, "status": status, "reported_at": at,
-            "location": {"latitude": 23.0, "longitude": 113.1, "district": "CHANCHENG"}, "owner_department": "police"}
+            "location": {"latitude": 23.0, "longitude": 113.1, "district": "LIUNAN"}, "owner_department": "police"}
 
 
 def test_heartbeats_write_nothing_and_an_older_status_still_changes_nothing() -> None:

@@ -195,7 +195,7 @@ def test_single_alarm_passes_unchanged() -> None:
 
 def flap(cameras: int, within_s: float, start_s: float = 0) -> list[dict]:
     return [
-        alarm(f"CAM-SD-{i:05d}", OFF, start_s + within_s * i / cameras, location={"district": "SHUNDE"})
+        alarm(f"CAM-SD-{i:05d}", OFF, start_s + within_s * i / cameras, location={"district": "YUFENG"})
         for i in range(cameras)
     ]
 
@@ -206,7 +206,7 @@ def test_network_flap_becomes_one_incident() -> None:
     assert flushed == []
     assert summary(live) == [(A, INT, 1, "new"), (FLAP_CAMERA_ID, OFF, 350, "new")]  # no single offline alarm
     incident = live[1].alarm
-    assert "300 cameras offline" in incident["description"] and "SHUNDE 300" in incident["description"]
+    assert "300 cameras offline" in incident["description"] and "YUFENG 300" in incident["description"]
     assert incident["occurred_at"] == iso_ms(T0)
     # replaying the same records gives the same incident id
     again = [e.alarm for e in run_all([*records, alarm(A, INT, 30)]) if e.alarm["camera_id"] == FLAP_CAMERA_ID]

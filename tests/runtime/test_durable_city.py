@@ -165,7 +165,7 @@ def test_a_city_on_local_kafka_keeps_everything_across_a_kill_and_a_restart(
     schema_ids = _schema_ids(settings.registry_url)
     assert schema_ids, "no schema registered"
     status = sample("camera_status", rng) | {"camera_id": CAMERA, "location": {
-        "latitude": 24.30, "longitude": 109.40, "district": "NANHAI", "street": "Guilan Road", "grid_cell": "NH-0042"}}
+        "latitude": 24.30, "longitude": 109.40, "district": "CHENGZHONG", "street": "Longcheng Road", "grid_cell": "CZ-0042"}}
     alarm_ids: list[str] = []
     with Publisher(topology, settings, client_id="durable-test") as publisher:
         publisher.publish("camera_status", "police", status)
@@ -222,7 +222,7 @@ def test_a_city_on_local_kafka_keeps_everything_across_a_kill_and_a_restart(
     assert {v for v, ids in versions.items() if len(ids) > 1} == set(), "a version of an alarm under two ids"
     assert {alarm_id for alarm_id, _ in versions} == set(alarm_ids), "an alarm missing"
     enriched = next(a for a in alarms if a["value"]["alarm_id"] == no_location["alarm_id"])
-    assert enriched["value"]["location"]["district"] == "NANHAI", enriched
+    assert enriched["value"]["location"]["district"] == "CHENGZHONG", enriched
     people = _archived(archive / "population")
     assert sorted(p["value"]["person_id"] for p in people) == [person(n) for n in range(1, 66)], (
         "a population change published or archived twice, or missing")

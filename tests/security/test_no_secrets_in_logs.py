@@ -69,7 +69,7 @@ def secret(name: str) -> str:
 #: What a city sets in the environment of `bus up` (the shipped topology's references and
 #: the bus's own settings), each a fresh value of this run.
 SECRET_NAMES = ["SKYNET_INGEST_TOKEN", "SKYNET_INGEST_HMAC_KEY", "FIRE_DISPATCH_HMAC_KEY",
-                "TRAFFIC_CHECKPOINT_HMAC_KEY", "EMERGENCY_WALL_HMAC_KEY", "CHANCHENG_WEBHOOK_HMAC_KEY",
+                "TRAFFIC_CHECKPOINT_HMAC_KEY", "EMERGENCY_WALL_HMAC_KEY", "LIUNAN_WEBHOOK_HMAC_KEY",
                 "BUS_HASH_MASTER_KEY", "BUS_WEB_TOKEN", "BUS_SASL_PASSWORD", "BUS_REGISTRY_PASSWORD"]
 
 

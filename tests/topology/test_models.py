@@ -149,7 +149,7 @@ def test_filters_parse_into_a_tree() -> None:
         "filter": {"and": [
             {"field": "alarm_type", "in": ["FIRE_SMOKE"]},
             {"not": {"field": "severity", "eq": "LOW"}},
-            {"or": [{"field": "location.district", "eq": "NANHAI"}, {"field": "count", "gte": 5}]},
+            {"or": [{"field": "location.district", "eq": "CHENGZHONG"}, {"field": "count", "gte": 5}]},
         ]},
     })
     tree = sub.filter
@@ -157,7 +157,7 @@ def test_filters_parse_into_a_tree() -> None:
     assert isinstance(tree.all_of[1], Not) and isinstance(tree.all_of[2], AnyOf)
     assert [(c.field, c.op, c.value) for c in conditions(tree)] == [
         ("alarm_type", "in", ["FIRE_SMOKE"]), ("severity", "eq", "LOW"),
-        ("location.district", "eq", "NANHAI"), ("count", "gte", 5),
+        ("location.district", "eq", "CHENGZHONG"), ("count", "gte", 5),
     ]
     assert tree.model_dump(by_alias=True, exclude_none=True)["and"][0] == {"field": "alarm_type", "in": ["FIRE_SMOKE"]}
 

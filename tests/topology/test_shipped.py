@@ -68,7 +68,7 @@ def test_each_district_centre_gets_its_cases_and_alarms(city: Topology, district
 
 def test_personal_data_goes_only_where_entitled(city: Topology) -> None:
     assert city.treatments("watchlist-vehicles") == {"plate_number": "clear"}
-    assert city.treatments("chancheng-alarms") == {"plate_number": "hash"}
+    assert city.treatments("liunan-alarms") == {"plate_number": "hash"}
     assert "plate_number" not in city.selection("critical-alarms")
     police = city.treatments("population-registry")
     assert set(police.values()) == {"clear"}
@@ -90,3 +90,43 @@ def test_connectors_attach_sources_and_sinks(city: Topology) -> None:
             assert all(city.may_publish(connector.department, et) for et in connector.publishes or [])
         else:
             assert city.subscription(connector.subscription or "").department == connector.department
+
+
+# -- the city: Liuzhou ----------------------------------------------------------------------
+
+
+def test_the_city_is_liuzhou_with_its_five_districts(city: Topology) -> None:
+    assert city.city.name == "Liuzhou"
+    assert _districts() == ["CHENGZHONG", "YUFENG", "LIUNAN", "LIUBEI", "LIUJIANG"]
+
+
+def test_the_liunan_command_platform_works_the_city_level_platform_s_cases(city: Topology) -> None:
+    platform = city.connector("case-system-poller")  # the city-level city-management platform
+    assert (platform.department, platform.publishes) == ("city_management", ["city_case"])
+    liunan = city.subscription(city.connector("liunan-cases-webhook").subscription or "")
+    assert (liunan.department, liunan.event_type) == ("district_liunan", "city_case")
+    assert liunan.filter is not None and "LIUNAN" in liunan.filter.model_dump_json()
+    assert liunan.fields is None  # the same cases: every field of every step
+
+
+def test_the_departments_that_reuse_the_camera_network_are_on_the_bus(city: Topology) -> None:
+    names = {d.name for d in city.departments}
+    assert {"city_management", "emergency_management", "street_lighting", "fire_brigade", "traffic_police",
+            "environmental_protection", "internet_cafe_supervision", "housing"} <= names
+    cameras = {s.department for s in city.subscriptions if s.event_type == "camera_status"}
+    assert {"police", "street_lighting", "traffic_police", "city_management", "internet_cafe_supervision"} <= cameras
+
+
+def test_the_scene_cameras_example_joins_the_shipped_city_with_zero_problems(tmp_path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load(SHIPPED.read_text(encoding="utf-8"))
+    example = yaml.load((REPO / "docs" / "examples" / "scene-cameras.yaml").read_text(encoding="utf-8"))
+    for section in ("subscriptions", "connectors"):
+        data[section].extend(example[section])
+    data["schemas_dir"] = str(REPO / "schemas")
+    path = tmp_path / "topology.yaml"
+    with path.open("w", encoding="utf-8") as out:
+        yaml.dump(data, out)
+    assert validate_topology(path) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +51,7 @@ PLANTED: list[tuple[int, int, str]] = [
     (93, 34, "filter on 'camera_id': in: expected a string (quote it), got the number 7"),
     (94, 34, "prefix works on string fields only, and count is a whole number"),
     (95, 33, "location is a record (Location) and cannot be compared; compare one of its fields"),
-    (96, 47, "in: 'PEARL' is not a symbol of District"),
+    (96, 47, "in: 'LIUCHENG' is not a symbol of District"),  # a county of Liuzhou, not a district
     (97, 38, "filter on 'alarm_id': expected a UUID string"),
     (97, 51, "a filter condition needs exactly one operator, found eq, ne"),
     (98, 19, "department 'fire_brigade' has no entitlement to personal field camera_alarm.plate_number"),
@@ -84,6 +86,7 @@ PLANTED: list[tuple[int, int, str]] = [
     (140, 5, "a connector is a source or a sink"),
     (140, 11, "duplicate connector name 'skynet-webhook': already defined at line 132"),
     (148, 19, "unknown subscription 'no-such-subscription'; write one of the known subscriptions"),
+    (150, 11, "connector type 'mqtt_sorce' is not installed (did you mean 'mqtt_source'?); the installed types are: "),
     # Connector settings, checked against each connector type's own config model.
     (132, 5, "missing required key 'auth': add `auth: "),
     (136, 5, "missing required key 'url'"),
@@ -128,11 +131,14 @@ def test_missing_schema_file_names_the_path_looked_for(planted_problems: list[Pr
     assert "did you mean 'surveillance/camera_status.avsc'?" in message
 
 
-def test_load_raises_with_every_problem(planted: Path) -> None:
+def test_load_raises_with_every_problem_but_the_type_not_installed(planted: Path) -> None:
+    # The router, the processors and the page load the city and run no connector: whether a
+    # connector's type is installed is for the host that runs it (and for `bus validate`).
     with pytest.raises(TopologyInvalid) as caught:
         load_topology(planted)
-    assert len(caught.value.problems) == len(PLANTED)
-    assert str(caught.value).startswith(f"{len(PLANTED)} problem(s) in {planted}")
+    assert len(caught.value.problems) == len(PLANTED) - 1
+    assert not any("mqtt_sorce" in p.message for p in caught.value.problems)
+    assert str(caught.value).startswith(f"{len(PLANTED) - 1} problem(s) in {planted}")
     assert f"{planted}:57:20: compatibility: 'BACKWARDS'" in str(caught.value)
 
 
@@ -160,10 +166,10 @@ def test_unreadable_path(tmp_path: Path) -> None:
 
 def test_non_utf8_bytes(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
-    path.write_bytes("version: 1\ncity:\n  name: Foshan Caf\xe9\n".encode("latin-1"))
+    path.write_bytes("version: 1\ncity:\n  name: Liuzhou Caf\xe9\n".encode("latin-1"))
     problem = _only(path)
     assert (problem.line, problem.col) == (1, 1)
-    assert "not UTF-8 text (byte 0xe9 at offset 35, line 3); save it as UTF-8" in problem.message
+    assert "not UTF-8 text (byte 0xe9 at offset 36, line 3); save it as UTF-8" in problem.message
 
 
 @pytest.mark.parametrize(
@@ -279,3 +285,75 @@ def test_valid_minimal_file_loads(tmp_path: Path) -> None:
     topology = load_topology(_write(tmp_path, BASE))
     assert topology.schema_for("camera_alarm").name == "camera_alarm"
     assert topology.source == tmp_path / "topology.yaml"
+
+
+# -- connector types: `bus validate` refuses one that is not installed -------------------
+
+SOURCE = BASE + """connectors:
+  - name: scene-cameras
+    type: TYPE
+    department: police
+    publishes: [camera_alarm]
+    config: {topics: [cameras/+/status]}
+"""
+HOW = ("(a connector type is an installed package that declares an entry point in the group 'bus.connectors'; "
+       "`bus connector list` shows them)")
+
+
+def _installed() -> str:
+    from bus.connectors.registry import installed
+
+    names = sorted(installed())
+    assert "mqtt_source" in names, names  # the package's own types are installed (pip install -e .)
+    return ", ".join(names)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("mqtt_sorce", "connector type 'mqtt_sorce' is not installed (did you mean 'mqtt_source'?); the installed "
+                       "types are: {installed} {how}"),
+        ("http_webhook", "connector type 'http_webhook' is not installed (did you mean 'http_webhook_sink'?); the "
+                         "installed types are: {installed} {how}"),
+        ("kafka_bridge", "connector type 'kafka_bridge' is not installed; the installed types are: {installed} {how}"),
+    ],
+    ids=["typo", "truncated", "nothing-close"],
+)
+def test_a_connector_type_not_installed_is_a_problem_at_its_line(tmp_path: Path, written: str, expected: str) -> None:
+    problem = _only(_write(tmp_path, SOURCE.replace("TYPE", written)))
+    assert (problem.line, problem.col) == (11, 11), problem
+    assert problem.message == expected.format(installed=_installed(), how=HOW)
+
+
+def test_an_installed_connector_type_passes_and_its_config_is_checked(tmp_path: Path) -> None:
+    assert validate_topology(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source"))) == []
+    problems = validate_topology(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source").replace("topics:", "topic:")))
+    assert [(p.line, p.col) for p in problems] == [(14, 13), (14, 14)], problems
+    assert "missing required key 'topics'" in problems[0].message
+    assert "unknown key 'topic' (did you mean 'topics'?)" in problems[1].message
+
+
+def test_no_connector_type_installed_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bus.connectors.registry.installed_types", lambda entry_points=None: {})
+    problem = _only(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source")))
+    assert (problem.line, problem.col) == (11, 11), problem
+    assert problem.message == f"connector type 'mqtt_source' is not installed, and no connector type is; {HOW[1:-1]}"
+
+
+def test_bus_validate_prints_the_type_not_installed_with_its_line(tmp_path: Path) -> None:
+    shipped = (REPO / "topology.yaml").read_text(encoding="utf-8")
+    broken = shipped.replace("type: mqtt_source", "type: mqtt_sorce").replace(
+        "schemas_dir: schemas", f"schemas_dir: {REPO / 'schemas'}")
+    path = tmp_path / "topology.yaml"
+    path.write_text(broken, encoding="utf-8")
+    line = broken.splitlines().index("    type: mqtt_sorce") + 1
+    result = subprocess.run([sys.executable, "-m", "bus", "validate", str(path)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 1, result
+    assert result.stdout.splitlines() == [
+        f"{path}:{line}:11: connector type 'mqtt_sorce' is not installed (did you mean 'mqtt_source'?); the "
+        f"installed types are: {_installed()} {HOW}"]
+    assert result.stderr.strip() == f"1 problem(s) in {path}"
+    ok = subprocess.run([sys.executable, "-m", "bus", "validate", str(REPO / "topology.yaml")], capture_output=True,
+                        text=True, timeout=120, check=False)
+    assert (ok.returncode, ok.stdout.strip()) == (0, f"{REPO / 'topology.yaml'}: OK"), ok

@@ -111,7 +111,7 @@ def live_city(city: City) -> Iterator[LiveCity]:
     store.close()
     availability = CompactedTopic(settings, cameras).ensure()
     availability.put("all", {"online": 950, "total": 1000, "ratio": 0.95, "at": now_iso()})
-    availability.put("NANHAI", {"online": 130, "total": 200, "ratio": 0.65, "at": now_iso()})
+    availability.put("CHENGZHONG", {"online": 130, "total": 200, "ratio": 0.65, "at": now_iso()})
     availability.close()
     yield LiveCity(topo, settings, lagging, caught_up)
     delete_topics(settings, extra)
@@ -176,7 +176,7 @@ def test_state_has_lag_dead_letters_connectors_and_cameras(
     assert health[LAGGING].state == "failed" and "answered 500" in (health[LAGGING].error or "")
     assert health["case-system-poller"].state == "unknown"
 
-    assert [(c.district, c.online, c.total) for c in state.cameras] == [("all", 950, 1000), ("NANHAI", 130, 200)]
+    assert [(c.district, c.online, c.total) for c in state.cameras] == [("all", 950, 1000), ("CHENGZHONG", 130, 200)]
 
 
 def test_graph_svg_is_served(page: tuple[PageServer, ClusterProvider]) -> None:
@@ -289,7 +289,7 @@ def test_chromium_renders_graph_lag_dead_letters_connectors_cameras(
     assert dom.rows[f"data-connector={LAGGING}"][3] == "failed"
     assert "answered 500" in dom.rows[f"data-connector={LAGGING}"][5]
     assert dom.rows["data-connector=case-system-poller"][4] == "never reported"
-    assert dom.rows["data-district=NANHAI"][1:4] == ["130", "200", "65%"]
+    assert dom.rows["data-district=CHENGZHONG"][1:4] == ["130", "200", "65%"]
     assert dom.rows["data-district=all"][3] == "95%"
 
     shot = ARTIFACTS / "page.png"
@@ -434,6 +434,7 @@ def test_a_broker_that_does_not_answer_is_named_for_each_part(city: City) -> Non
     finally:
         provider.stop()
     parts = [p.split(" (")[0] for p in state.problems]
-    assert parts == ["consumer lag", "dead letters", "connector statuses", "camera availability"]
+    assert parts == ["consumer lag", "dead letters", "connector statuses", "camera availability",
+                     "city figures"]
     assert "127.0.0.1:1" in state.problems[0]
     assert state.at is not None and state.streams == [] and state.cameras == []

@@ -162,7 +162,7 @@ class CameraPlatform(Simulator):
         if self.rng.random() < self.located_share:  # the others get their place from the processors' table
             record["location"], record["owner_department"] = camera.location, camera.owner
         if alarm_type == "WATCHLIST_VEHICLE":
-            record["plate_number"] = f"粤E{self.rng.randint(10000, 99999)}"
+            record["plate_number"] = f"桂B{self.rng.randint(10000, 99999)}"
         if alarm_type in ("WATCHLIST_VEHICLE", "FIRE_SMOKE"):
             record["snapshot_url"] = f"https://skynet.city.local/snapshots/{record['alarm_id']}.jpg"
         return record

@@ -46,7 +46,7 @@ from bus.demo.simulators.cameras import CameraDevices, CameraPlatform
 from bus.demo.simulators.cases import CaseSystem
 from bus.demo.simulators.databases import DEFAULT_ADMIN_DSN, DemoDatabases, row_count
 from bus.demo.simulators.endpoints import DepartmentEndpoints
-from bus.demo.simulators.fleet import CameraFleet
+from bus.demo.simulators.fleet import FLEET, CameraFleet
 from bus.demo.simulators.population import (
     ChangeStore,
     ChangeTable,
@@ -72,7 +72,8 @@ class DemoCityConfig(BaseModel):
                               "for the demo databases; unreachable: the population base drops CSV files instead.")
     drop_folder: Path | None = Field(None, description="Folder of the CSV exports without PostgreSQL (default: a "
                                      "new temporary folder).")
-    cameras: int = Field(6400, ge=5, description="Cameras of the Skynet fleet.")
+    cameras: int = Field(FLEET, ge=5, description="Cameras of the Skynet fleet (Liuzhou's: 6,381 surveillance "
+                         "points and 153 vehicle checkpoints).")
     alarm_rate: float = Field(20.0, ge=0, description="Alarms per second between scenarios.")
     fault_rate: float = Field(0.02, ge=0, description="Single camera faults per second.")
     heartbeat_rate: float = Field(20.0, ge=0, description="MQTT heartbeats per second, the fleet in turn.")

@@ -1,12 +1,17 @@
-"""The Skynet camera fleet of the demo city: about 6,400 cameras over the five districts.
+"""The Skynet camera fleet of the demo city, Liuzhou's after the fifth phase of its
+programme (1,440 standard-definition points upgraded to HD, 1,000 new HD points): 6,381
+surveillance points and 153 vehicle checkpoints over the five districts, of which more
+than 5,000 are usable at any time; the maintenance promise is 95% in working order.
 
-Ids follow the samples (``CAM-<district code>-<number>``, e.g. ``CAM-NH-00412``). Each
+Ids follow the samples (``CAM-<district code>-<number>``, e.g. ``CAM-CZ-00412``). Each
 camera has a fixed place, owner and kind, drawn from the seed: 153 vehicle checkpoints
-(traffic police), a few dozen construction-site cameras (housing, grouped by site), the
-cameras other departments attached (city management, street lighting), the rest police
-surveillance points. The fleet also holds each camera's current state, shared by the
-platform simulator (which reports changes over HTTP) and the devices simulator (whose
-heartbeats, over MQTT, report the state the camera is in).
+(traffic police), 44 construction-site cameras (housing, grouped by site), the cameras
+other departments attached instead of building their own (city management, street
+lighting, the traffic police's electronic police, emergency command, the fire brigade,
+environmental protection, internet-cafe supervision), the rest police surveillance
+points. The fleet also holds each camera's current state, shared by the platform
+simulator (which reports changes over HTTP) and the devices simulator (whose heartbeats,
+over MQTT, report the state the camera is in).
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from typing import Any, Literal
 from bus.demo.samples import DISTRICTS, STREETS
 
 State = Literal["ONLINE", "OFFLINE", "DEGRADED"]
+#: Liuzhou's network after the fifth phase: surveillance points and vehicle checkpoints.
+SURVEILLANCE_POINTS = 6381
 CHECKPOINTS = 153
+FLEET = SURVEILLANCE_POINTS + CHECKPOINTS
+#: Who owns a surveillance point, in shares: Skynet's own (police), then the departments
+#: that attached their cameras to the network instead of building their own.
+POINT_OWNERS = {"police": 70, "city_management": 10, "street_lighting": 6, "traffic_police": 5,
+                "internet_cafe_supervision": 3, "emergency_management": 2, "fire_brigade": 2,
+                "environmental_protection": 2}
 #: Cameras per construction site (housing attached 40+ site cameras to the network).
 SITE_CAMERAS = 4
 SITES = 11
@@ -62,7 +75,7 @@ class CameraFleet:
     """``size`` cameras spread evenly over the districts, deterministic for ``seed``;
     a share (``initially_down``) starts OFFLINE or DEGRADED so availability starts near 97%."""
 
-    def __init__(self, size: int = 6400, *, seed: int = 0, initially_down: float = 0.03) -> None:
+    def __init__(self, size: int = FLEET, *, seed: int = 0, initially_down: float = 0.03) -> None:
         if size < len(DISTRICTS):
             raise ValueError(f"a fleet has at least one camera per district ({len(DISTRICTS)}), not {size}")
         rng = random.Random(seed)
@@ -95,7 +108,7 @@ class CameraFleet:
                 taken.add(index)
         for camera in self.cameras:
             if camera.owner == "police" and camera.kind == "SURVEILLANCE_POINT":
-                camera.owner = rng.choices(["police", "city_management", "street_lighting"], weights=[80, 12, 8])[0]
+                camera.owner = rng.choices(list(POINT_OWNERS), weights=list(POINT_OWNERS.values()))[0]
             if rng.random() < initially_down:
                 camera.state = rng.choice(["OFFLINE", "DEGRADED"])
         self.by_id = {c.camera_id: c for c in self.cameras}

@@ -219,7 +219,7 @@ class PopulationRegistry(Simulator):
         return row
 
     def _admit(self, row: dict[str, Any]) -> dict[str, Any]:
-        row["person_id"] = f"P{4406_000000 + next(self._person_numbers):010d}"
+        row["person_id"] = f"P{4502_000000 + next(self._person_numbers):010d}"
         row["recorded_at"] = now_iso()
         if row["change_type"] not in ("DEATH", "MOVE_OUT"):
             self.people.append({f: row.get(f) for f in IDENTITY})

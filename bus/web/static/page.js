@@ -186,17 +186,132 @@ function renderConnectors(state) {
 }
 
 function renderCameras(state) {
+  const target = state.figures && state.figures.maintenance ? state.figures.maintenance.working_order_target : 0.95;
   const rows = state.cameras.map((c) => {
     const percent = Math.round(c.ratio * 1000) / 10;
     const level = percent < 80 ? "low" : percent < 95 ? "mid" : "";
+    const kept = c.total > 0 && c.online >= target * c.total;
     return el("tr", { "data-district": c.district },
       el("td", {}, c.district === "all" ? "all districts" : c.district),
       el("td", { class: "num" }, fmtInt(c.online)),
       el("td", { class: "num" }, fmtInt(c.total)),
       el("td", {}, el("span", { class: `bar ${level}` }, el("span", { style: `width:${Math.min(100, percent)}%` })), `${percent}%`),
+      el("td", {}, c.total > 0 ? promiseBadge(kept) : "-"),
       el("td", {}, fmtAgo(c.at)));
   });
-  fillBody(document.getElementById("camera-table"), rows, 5, "no data: nothing has published camera availability yet");
+  fillBody(document.getElementById("camera-table"), rows, 6, "no data: nothing has published camera availability yet");
+}
+
+// -- the figures the city runs on -----------------------------------------------------------
+
+function fmtPercent(x) { return x === null || x === undefined ? "-" : `${Math.round(x * 1000) / 10}%`; }
+function fmtLatency(s) { return s === null || s === undefined ? "-" : Number(s).toFixed(3); }
+function fmtTime(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "-"; }
+function promiseBadge(kept) { return statusBadge(kept ? "kept" : "broken", kept ? "ok" : "err"); }
+
+function series(values) {
+  const width = 160, height = 30, pad = 3;
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "spark", role: "img" });
+  const max = Math.max(1, ...values);
+  const x = (i) => pad + (width - 2 * pad) * (values.length > 1 ? i / (values.length - 1) : 1);
+  const y = (v) => height - pad - (height - 2 * pad) * v / max;
+  if (values.length > 0) {
+    root.append(svg("polyline", { class: "line", points: values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
+  }
+  return root;
+}
+
+function renderSharing(figures) {
+  const sharing = figures.sharing;
+  const met = sharing.event_types_share !== null && sharing.event_types_share >= sharing.target;
+  const summary = document.getElementById("sharing-summary");
+  summary.replaceChildren(
+    el("span", { id: "sharing-types" }, `Event types shared: ${sharing.event_types_shared} of ${sharing.event_types} (${fmtPercent(sharing.event_types_share)})`),
+    " \u00b7 ",
+    el("span", { id: "sharing-records" }, `records shared: ${fmtInt(sharing.records_shared)} of ${fmtInt(sharing.records)} (${fmtPercent(sharing.records_share)})`),
+    " \u00b7 ",
+    `target ${fmtPercent(sharing.target)} of the event types: `,
+    sharing.event_types_share === null ? "no records yet" : statusBadge(met ? "met" : "below", met ? "ok" : "err"));
+  const rows = sharing.departments.map((d) => el("tr", { "data-sharing-department": d.department },
+    el("td", { title: d.title }, d.department),
+    el("td", { class: "num" }, fmtInt(d.published)),
+    el("td", { class: "num" }, fmtInt(d.shared)),
+    el("td", { class: "num" }, fmtInt(d.received)),
+    el("td", { class: "name" }, Object.entries(d.received_from).map(([p, n]) => `${p} ${fmtInt(n)}`).join(", "))));
+  fillBody(document.getElementById("sharing-table"), rows, 5, "the topology has no departments");
+  const types = sharing.by_event_type.map((t) => el("tr", { "data-sharing-type": t.event_type },
+    el("td", {}, t.event_type),
+    el("td", {}, t.publisher),
+    el("td", { class: "num" }, fmtInt(t.records)),
+    el("td", { class: "num" }, fmtInt(t.shared)),
+    el("td", { class: "num" }, fmtPercent(t.records ? t.shared / t.records : null)),
+    el("td", { class: "name" }, t.reached.join(", "))));
+  fillBody(document.getElementById("sharing-types-table"), types, 6, "the topology has no event types");
+}
+
+function renderMaintenance(figures) {
+  const m = figures.maintenance;
+  if (!m) {
+    fillBody(document.getElementById("fault-table"), [], 8, "the topology runs no processors: no maintenance figures");
+    fillBody(document.getElementById("breach-table"), [], 8, "the topology runs no processors");
+    return;
+  }
+  document.getElementById("maintenance-promise").textContent =
+    `At least ${fmtPercent(m.working_order_target)} of the cameras in working order; a fault answered within ` +
+    `${m.answer_within_h} h and repaired within ${m.repair_within_h} h (as the processors' SLA tracker records it, in event time).`;
+  const rows = m.districts.map((d) => el("tr", { "data-fault-district": d.district },
+    el("td", {}, d.district === "all" ? "all districts" : d.district),
+    el("td", { class: "num" }, fmtInt(d.open)),
+    el("td", { class: "num" }, fmtInt(d.faults)),
+    el("td", { class: "num" }, fmtInt(d.answer.kept)),
+    el("td", { class: d.answer.broken ? "num broken" : "num" }, fmtInt(d.answer.broken)),
+    el("td", { class: "num" }, fmtInt(d.repair.kept)),
+    el("td", { class: d.repair.broken ? "num broken" : "num" }, fmtInt(d.repair.broken)),
+    el("td", { class: d.answer.overdue + d.repair.overdue ? "num broken" : "num" },
+      `${fmtInt(d.answer.overdue)} / ${fmtInt(d.repair.overdue)}`)));
+  fillBody(document.getElementById("fault-table"), rows, 8, "no camera fault recorded");
+  const breaches = m.breaches.map((b) => el("tr", { "data-breach": `${b.camera_id}|${b.deadline}|${b.opened_at}` },
+    el("td", {}, b.camera_id),
+    el("td", {}, b.district || "-"),
+    el("td", {}, b.owner_department || "-"),
+    el("td", {}, b.deadline === "answer" ? `answer within ${m.answer_within_h} h` : `repair within ${m.repair_within_h} h`),
+    el("td", {}, fmtTime(b.opened_at)),
+    el("td", {}, fmtTime(b.due_at)),
+    el("td", {}, b.done_at ? `late, ${fmtTime(b.done_at)}` : "not yet"),
+    el("td", { class: "name" }, b.case_id || "-")));
+  if (m.breaches_total > m.breaches.length) {
+    breaches.push(el("tr", { class: "more" }, el("td", { colspan: 8 }, `and ${fmtInt(m.breaches_total - m.breaches.length)} earlier`)));
+  }
+  fillBody(document.getElementById("breach-table"), breaches, 8, "no promise broken");
+}
+
+function renderThroughput(figures) {
+  const reading = document.getElementById("figures-reading");
+  reading.hidden = figures.caught_up;
+  reading.textContent = figures.caught_up ? "" : `still counting what the topics hold (${fmtInt(figures.records_read)} records read so far)`;
+  const rows = figures.throughput.map((t) => el("tr", { "data-throughput": t.event_type },
+    el("td", {}, t.event_type),
+    el("td", {}, t.publisher),
+    el("td", { class: "num" }, fmtInt(t.last_hour)),
+    el("td", { class: "num" }, Number(t.per_second).toFixed(2)),
+    el("td", { class: "num" }, fmtInt(t.delivered_last_hour)),
+    el("td", {}, series(t.per_minute))));
+  fillBody(document.getElementById("throughput-table"), rows, 6, "the topology has no event types");
+  const latency = figures.latency.map((l) => el("tr", { "data-latency": l.subscription },
+    el("td", {}, l.department),
+    el("td", { title: l.event_type }, l.subscription),
+    el("td", { class: "num" }, fmtInt(l.deliveries)),
+    el("td", { class: "num" }, fmtLatency(l.p50_s)),
+    el("td", { class: "num" }, fmtLatency(l.p99_s)),
+    el("td", { class: "num" }, fmtLatency(l.max_s))));
+  fillBody(document.getElementById("latency-table"), latency, 6, "the topology has no subscriptions");
+}
+
+function renderFigures(state) {
+  if (!state.figures) return;
+  renderSharing(state.figures);
+  renderMaintenance(state.figures);
+  renderThroughput(state.figures);
 }
 
 function render(state) {
@@ -214,6 +329,7 @@ function render(state) {
   renderDeadLetters(state);
   renderConnectors(state);
   renderCameras(state);
+  renderFigures(state);
   document.body.dataset.rendered = String(state.at);
 }
 
