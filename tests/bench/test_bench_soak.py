@@ -12,7 +12,7 @@ from bus.kafka.config import KafkaSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
-SINKS = ("fire-dispatch-webhook", "traffic-checkpoint-webhook", "emergency-wall-webhook", "chancheng-cases-webhook",
+SINKS = ("fire-dispatch-webhook", "traffic-checkpoint-webhook", "emergency-wall-webhook", "liunan-cases-webhook",
          "statistics-population-base", "health-population-base")
 
 
