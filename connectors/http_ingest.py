@@ -46,7 +46,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bus.web.serving import bind
+from bus.serving import bind
 from bus.connectors.base import Source, SourceContext
 from bus.connectors.config import ConnectorConfig, SecretRef
 from bus.connectors.exceptions import ConnectorError

@@ -15,7 +15,8 @@ from bus.connectors import ConnectorRunner, StatusStore, describe_config, load_c
 from bus.connectors.exceptions import ConnectorError
 from bus.connectors.registry import GROUP, installed_types
 from bus.errors import BusError
-from bus.topology.loader import load_topology
+from bus.connectors.registry import KIT_CHECKS
+from bus.topology.validate import load_topology
 
 connector_app = typer.Typer(
     help="Connectors: the installed types, running one, their status.", no_args_is_help=True
@@ -39,7 +40,7 @@ def list_connectors(topology: Path = TopologyOption) -> None:
             typer.echo(f"  {name:<24} ?      {declared.target}  cannot be loaded: {exc}")
     if not topology.exists():
         return
-    topo = load_topology(topology)
+    topo = load_topology(topology, KIT_CHECKS)
     typer.echo(f"\nconnectors in {topology}:")
     for c in topo.connectors:
         what = ", ".join(c.publishes or []) if c.side == "source" else f"subscription {c.subscription}"
@@ -68,7 +69,7 @@ def run(
     topology: Path = TopologyOption,
 ) -> None:
     """Run one connector of the topology in the foreground until Ctrl-C (or SIGTERM)."""
-    topo = load_topology(topology)
+    topo = load_topology(topology, KIT_CHECKS)
     runner = ConnectorRunner(topo.connector(name), topo, cli_settings())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -96,7 +97,7 @@ def status(
     topology: Path = TopologyOption,
 ) -> None:
     """State, worker, position and counters of the connectors, from any machine."""
-    topo = load_topology(topology)
+    topo = load_topology(topology, KIT_CHECKS)
     names = [topo.connector(name).name] if name else [c.name for c in topo.connectors]
     store = StatusStore(cli_settings(), topo.namespace)
     try:

@@ -24,7 +24,7 @@ from bus.ops.deadletters import (
     render_letter,
 )
 from bus.registry.client import registry_client
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 
 dlq_app = typer.Typer(
     help="Dead letters (Kafka Connect's conventions): count them, show them, replay a connector's.",

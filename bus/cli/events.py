@@ -10,11 +10,11 @@ from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.consume.tail import tail as tail_records
 from bus.errors import BusError
-from bus.integrate.desired import department_group_prefix
 from bus.publish import Publisher
 from bus.publish.jsonl import open_jsonl, parse_record, read_jsonl
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology, topic_name
+from bus.topology.names import department_group_prefix
+from bus.topology.validate import load_topology
 
 
 @app.command()

@@ -20,7 +20,7 @@ from bus.kafka.local import LocalKafka, default_data_dir
 from bus.kafka.config import KafkaSettings
 from bus.errors import BusError
 from bus.registry.server import serve_forever
-from bus.web.serving import is_loopback
+from bus.serving import is_loopback
 from bus.runtime.demo import demo_systems
 from bus.runtime.up import publish_demo_samples, run_city
 

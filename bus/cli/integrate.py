@@ -10,6 +10,7 @@ import typer
 
 from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
+from bus.connectors.registry import KIT_CHECKS
 from bus.integrate.apply import apply as apply_plan
 from bus.integrate.asyncapi import asyncapi_document
 from bus.integrate.asyncapi import render as render_asyncapi
@@ -17,9 +18,10 @@ from bus.integrate.desired import DEFAULT_SERVICE_PRINCIPAL, REGISTRY_TOPIC
 from bus.integrate.exceptions import ApplyRefused
 from bus.integrate.plan import Plan, make_plan, render
 from bus.kafka.config import KafkaSettings
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
-from bus.topology.published import publish_topology, topology_topic
+from bus.topology.names import topology_topic
+from bus.topology.published import publish_topology
+from bus.topology.validate import load_topology
 
 PLAN_HELP = "\n\n".join([
     "What `bus apply` would change so that the cluster and the registry hold what the topology implies: topics "
@@ -46,7 +48,7 @@ RegistryTopicOption = typer.Option(
 
 def _plan(path: Path, prune: bool, principal: str, registry_topic: str) -> tuple[Plan, Topology, KafkaSettings]:
     settings = cli_settings()
-    topology = load_topology(path)
+    topology = load_topology(path, KIT_CHECKS)
     plan = make_plan(topology, settings, prune=prune, service_principal=principal, registry_topic=registry_topic or None)
     return plan, topology, settings
 

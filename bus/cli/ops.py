@@ -25,8 +25,8 @@ from bus.ops.lag import (
     render_table,
 )
 from bus.topology.exceptions import TopologyError
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
+from bus.topology.validate import load_topology
 
 log = structlog.get_logger("bus.cli.ops")
 

@@ -11,7 +11,7 @@ from bus.cli.options import TopologyOption, cli_settings
 from bus.processors.app import import_cameras, run_worker
 from bus.processors.cameras import load_camera_file
 from bus.processors.storms import StormConfig
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 
 
 @app.command()

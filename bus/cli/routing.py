@@ -10,7 +10,7 @@ from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.routing.router import DEFAULT_BATCH_SIZE
 from bus.routing.service import RoutingService
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 
 
 @app.command()

@@ -7,9 +7,9 @@ import typer
 from bus.cli.app import schemas_app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.registry.client import registry_client, wait_for_registry
-from bus.schemas.check import check_schemas
-from bus.schemas.registration import ensure_registered
-from bus.topology.loader import load_topology
+from bus.registry.check import check_schemas
+from bus.registry.registration import ensure_registered
+from bus.topology.validate import load_topology
 
 
 @schemas_app.command("check")

@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
+from bus.connectors.registry import KIT_CHECKS
 from bus.topology.validate import validate_topology
 
 
@@ -13,7 +14,7 @@ def validate(
     file: Path = typer.Argument(Path("topology.yaml"), envvar="BUS_TOPOLOGY", help="Topology file to check."),
 ) -> None:
     """Check a topology file and its schemas; print every problem as FILE:LINE:COL: message."""
-    problems = validate_topology(file)
+    problems = validate_topology(file, KIT_CHECKS)
     for problem in problems:
         typer.echo(str(problem))
     if problems:

@@ -12,7 +12,7 @@ import typer
 from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.topology.graph import render_svg
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 from bus.web.page import DEFAULT_INTERVAL_S, ClusterProvider, PageServer
 
 

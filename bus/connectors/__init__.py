@@ -12,8 +12,8 @@
 """
 
 from bus.connectors.base import PublisherPool, Sink, SinkContext, Source, SourceContext
-from bus.connectors.config import ConnectorConfig, SecretRef, config_problems, describe_config, parse_config
-from bus.connectors.dlq import DeadLetterQueue, dlq_topic
+from bus.connectors.config import ConnectorConfig, SecretRef, describe_config, parse_config
+from bus.connectors.dlq import DeadLetterQueue
 from bus.connectors.exceptions import (
     Backpressure,
     ConnectorConfigInvalid,
@@ -23,12 +23,13 @@ from bus.connectors.exceptions import (
     RecordFailed,
     UnknownConnectorType,
 )
-from bus.connectors.offsets import OffsetStore, offsets_topic
+from bus.connectors.offsets import OffsetStore
 from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
-from bus.connectors.registry import GROUP, installed, load_connector_class
+from bus.connectors.registry import GROUP, config_problems, installed, load_connector_class
 from bus.connectors.runner import ConnectorRunner, group_id
-from bus.connectors.status import ConnectorStatus, StatusStore, status_topic
+from bus.connectors.status import ConnectorStatus, StatusStore
 from bus.retry import Backoff, RetryPolicy, retry_async
+from bus.topology.names import dlq_topic, offsets_topic, status_topic
 
 __all__ = [
     "GROUP",

@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 
 from bus.connectors.base import PublisherPool, Sink, SinkContext, Source, SourceContext, class_path, same_side
-from bus.connectors.compacted import AckedProducer
+from bus.kafka.compacted import AckedProducer
 from bus.connectors.config import ConnectorConfig, parse_config
-from bus.connectors.dlq import DeadLetterQueue, ErrorPolicy, dlq_topic
+from bus.connectors.dlq import DeadLetterQueue, ErrorPolicy
 from bus.connectors.monitor import ConnectorMonitor, MetricsHooks
 from bus.connectors.offsets import OffsetStore
 from bus.connectors.registry import load_connector_class
 from bus.connectors.status import StatusStore
 from bus.kafka.config import KafkaSettings
 from bus.topology.models import Connector, Topology
+from bus.topology.names import dlq_topic
 
 #: The client id (and, namespaced, the consumer group) of every connector starts so.
 GROUP_PREFIX = "bus-connector"

@@ -19,9 +19,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -30,7 +29,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from bus.topology.loader import describe_value
-from bus.connectors.exceptions import ConnectorConfigInvalid, ConnectorError, Loc, SecretUnavailable
+from bus.connectors.exceptions import ConnectorConfigInvalid, Loc, SecretUnavailable
 from bus.retry import RetryPolicy
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -241,41 +240,6 @@ def iter_secrets(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, SecretRef]]:
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             yield from iter_secrets(item, (*loc, i))
-
-
-def config_problems(
-    connector_type: str,
-    config: Mapping[str, Any],
-    *,
-    check_secrets: bool = False,
-    skip_unknown_types: bool = False,
-    entry_points: Iterable[EntryPoint] | None = None,
-) -> list[tuple[Loc, str]]:
-    """Every problem of one connector entry of ``topology.yaml``: ``(loc, message)`` with
-    ``loc`` relative to the entry (``("config", "auth", "token")``, or ``("type",)`` when
-    the type is not installed), ready for ``Document.problem(("connectors", i, *loc), msg)``.
-
-    Secrets are only checked for form (``env:``/``file:``) unless ``check_secrets``, since
-    the machine that validates a topology rarely holds the production secrets. With
-    ``skip_unknown_types`` a type that is not installed here is not a problem (its config
-    is then not checked).
-    """
-    from bus.connectors.exceptions import UnknownConnectorType
-    from bus.connectors.registry import load_connector_class  # the registry imports this module
-
-    try:
-        kind = load_connector_class(connector_type, entry_points=entry_points)
-    except UnknownConnectorType as exc:
-        return [] if skip_unknown_types else [(("type",), str(exc))]
-    except ConnectorError as exc:
-        return [(("type",), str(exc))]
-    try:
-        parsed = kind.config_model.model_validate(dict(config))
-    except ValidationError as exc:
-        return [(("config", *loc), message) for loc, message in model_problems(kind.config_model, exc)]
-    if not check_secrets:
-        return []
-    return [(("config", *loc), message) for loc, message in resolve_secrets(parsed)]
 
 
 def model_problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[Loc, str]]:

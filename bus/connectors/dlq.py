@@ -13,28 +13,21 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 
-from bus.connectors.compacted import AckedProducer
+from bus.kafka.compacted import AckedProducer
 from bus.connectors.config import ConnectorConfig
 from bus.connectors.exceptions import ConnectorFailed
 from bus.connectors.monitor import ConnectorMonitor
 from bus.connectors.records import RawRecord
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings
-from bus.topology.models import topic_name
 
 HEADER_PREFIX = "__connect.errors."
-DLQ_PREFIX = "bus-dlq"
 MAX_STACKTRACE_CHARS = 32_000
 
 #: Kafka Connect's stages, and the bus's use of them.
 STAGE_VALUE_CONVERTER = "VALUE_CONVERTER"  # the value could not be decoded
 STAGE_TASK_PUT = "TASK_PUT"  # a sink could not deliver the record
 STAGE_TASK_POLL = "TASK_POLL"  # a source could not turn its input into a record
-
-
-def dlq_topic(namespace: str | None, connector: str, configured: str | None = None) -> str:
-    """``errors.deadletterqueue.topic.name`` (default ``bus-dlq-<connector>``), under the namespace."""
-    return topic_name(namespace, configured or f"{DLQ_PREFIX}-{connector}")
 
 
 def context_headers(

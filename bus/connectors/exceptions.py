@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bus.errors import BusError, ConfigError
+from bus.topology.exceptions import suggest
 
 if TYPE_CHECKING:
     from bus.connectors.base import RawRecord
@@ -47,8 +48,6 @@ class UnknownConnectorType(ConnectorError, LookupError):
     """A connector type that no installed package provides."""
 
     def __init__(self, name: str, installed: Sequence[str], detail: str = "") -> None:
-        from bus.topology.exceptions import suggest
-
         self.name = name
         self.installed = sorted(installed)
         hint = suggest(name, self.installed, "connector type")

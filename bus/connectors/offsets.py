@@ -13,18 +13,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bus.connectors.compacted import AckedProducer, CompactedTopic
+from bus.kafka.compacted import AckedProducer, CompactedTopic
 from bus.connectors.exceptions import OffsetStoreError
 from bus.kafka.config import KafkaSettings
-from bus.topology.models import topic_name
+from bus.topology.names import offsets_topic
 
-OFFSETS_TOPIC = "bus-connector-offsets"
 
 Position = Mapping[str, Any]
-
-
-def offsets_topic(namespace: str | None) -> str:
-    return topic_name(namespace, OFFSETS_TOPIC)
 
 
 class OffsetStore:

@@ -13,15 +13,16 @@ connector of that type is validated or started.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
-from typing import TYPE_CHECKING
+from typing import Any
 
-from bus.connectors.exceptions import ConnectorLoadError, UnknownConnectorType
+from pydantic import ValidationError
 
-if TYPE_CHECKING:
-    from bus.connectors.base import Sink, Source
+from bus.connectors.base import Sink, Source
+from bus.connectors.config import model_problems, resolve_secrets
+from bus.connectors.exceptions import ConnectorError, ConnectorLoadError, Loc, UnknownConnectorType
 
 GROUP = "bus.connectors"
 
@@ -69,8 +70,6 @@ def load_connector_class(
     name: str, *, entry_points: Iterable[EntryPoint] | None = None
 ) -> type[Source] | type[Sink]:
     """The class of connector type ``name`` (its module imported now)."""
-    from bus.connectors.base import Sink, Source
-
     types = installed_types(entry_points)
     if name not in types:
         raise UnknownConnectorType(name, list(types))
@@ -91,3 +90,54 @@ def load_connector_class(
             "or bus.connectors.Sink"
         )
     return kind
+
+
+def config_problems(
+    connector_type: str,
+    config: Mapping[str, Any],
+    *,
+    check_secrets: bool = False,
+    skip_unknown_types: bool = False,
+    entry_points: Iterable[EntryPoint] | None = None,
+) -> list[tuple[Loc, str]]:
+    """Every problem of one connector entry of ``topology.yaml``: ``(loc, message)`` with
+    ``loc`` relative to the entry (``("config", "auth", "token")``, or ``("type",)`` when
+    the type is not installed), ready for ``Document.problem(("connectors", i, *loc), msg)``.
+
+    Secrets are only checked for form (``env:``/``file:``) unless ``check_secrets``, since
+    the machine that validates a topology rarely holds the production secrets. With
+    ``skip_unknown_types`` a type that is not installed here is not a problem (its config
+    is then not checked).
+    """
+    try:
+        kind = load_connector_class(connector_type, entry_points=entry_points)
+    except UnknownConnectorType as exc:
+        return [] if skip_unknown_types else [(("type",), str(exc))]
+    except ConnectorError as exc:
+        return [(("type",), str(exc))]
+    try:
+        parsed = kind.config_model.model_validate(dict(config))
+    except ValidationError as exc:
+        return [(("config", *loc), message) for loc, message in model_problems(kind.config_model, exc)]
+    if not check_secrets:
+        return []
+    return [(("config", *loc), message) for loc, message in resolve_secrets(parsed)]
+
+
+@dataclass(frozen=True)
+class KitChecks:
+    """The kit's checks of the connector entries of a topology, for
+    :func:`bus.topology.validate.check_topology` (``bus validate``) and
+    :func:`bus.topology.validate.load_topology`, which cannot import the kit."""
+
+    entry_points: Iterable[EntryPoint] | None = None
+
+    def installed_types(self) -> list[str]:
+        return sorted(installed_types(self.entry_points))
+
+    def config_problems(self, connector_type: str, config: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+        return config_problems(connector_type, config, skip_unknown_types=True, entry_points=self.entry_points)
+
+
+#: The checks of the connector types installed here.
+KIT_CHECKS = KitChecks()

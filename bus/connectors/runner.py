@@ -17,14 +17,13 @@ from importlib.metadata import EntryPoint
 
 from bus.connectors.assembly import Assembly, assemble
 from bus.connectors.base import Sink, Source
-from bus.connectors.dlq import dlq_topic
 from bus.connectors.exceptions import ConnectorFailed, Interrupted
 from bus.connectors.monitor import MetricsHooks
 from bus.connectors.sink_loop import SinkLoop
 from bus.connectors.status import ConnectorStatus, State, now_iso
 from bus.kafka.config import KafkaSettings
-from bus.ops.lag import connector_group
 from bus.topology.models import Connector, Topology
+from bus.topology.names import connector_group, dlq_topic
 
 
 def group_id(namespace: str | None, connector: str) -> str:

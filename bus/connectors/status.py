@@ -12,17 +12,12 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from bus.connectors.compacted import AckedProducer, CompactedTopic
+from bus.kafka.compacted import AckedProducer, CompactedTopic
 from bus.kafka.config import KafkaSettings
-from bus.topology.models import topic_name
+from bus.topology.names import status_topic
 
-STATUS_TOPIC = "bus-connector-status"
 
 State = Literal["starting", "running", "paused", "stopping", "stopped", "failed"]
-
-
-def status_topic(namespace: str | None) -> str:
-    return topic_name(namespace, STATUS_TOPIC)
 
 
 def now_iso() -> str:

@@ -46,7 +46,7 @@ from bus.integrate.plan import (
 from bus.kafka.admin import TopicSpec, delete_topics, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings
 from bus.registry.client import registry_call, registry_client
-from bus.schemas.registration import ensure_registered
+from bus.registry.registration import ensure_registered
 from bus.topology.models import Topology
 
 Status = Literal["done", "not supported", "failed"]

@@ -24,9 +24,9 @@ from ruamel.yaml import YAML
 from bus import __version__
 from bus.integrate.desired import DesiredTopic, desired_state
 from bus.kafka.config import KafkaSettings
-from bus.ops.lag import connector_group
 from bus.publish.publisher import CONTENT_TYPE, SPEC_VERSION
 from bus.topology.models import Topology
+from bus.topology.names import connector_group
 
 ASYNCAPI_VERSION = "3.0.0"
 AVRO_FORMAT = "application/vnd.apache.avro+json;version=1.9.0"

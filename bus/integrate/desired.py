@@ -17,18 +17,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bus.connectors.dlq import dlq_topic
-from bus.connectors.offsets import offsets_topic
-from bus.connectors.status import status_topic
-from bus.ops.deadletters import replayed_topic
-from bus.ops.lag import connector_group
 from bus.processors.topics import changelog_partitions, processor_topics, runs_processors
 from bus.registry.store import DEFAULT_TOPIC as REGISTRY_TOPIC
 from bus.routing.plan import build_routes
-from bus.routing.router import router_dlq_topic
 from bus.schemas.catalog import schema_json
 from bus.topology.models import CANONICAL_PREFIX, SUBSCRIPTION_PREFIX, Topology, topic_name
-from bus.topology.published import topology_topic
+from bus.topology.names import (
+    BUS_GROUP_PREFIX,
+    connector_group,
+    department_group_prefix,
+    dlq_topic,
+    offsets_topic,
+    replayed_topic,
+    router_dlq_topic,
+    status_topic,
+    topology_topic,
+)
 
 __all__ = ["REGISTRY_TOPIC", "DEFAULT_SERVICE_PRINCIPAL", "AclBinding", "Desired", "DesiredSubject", "DesiredTopic",
            "department_group_prefix", "desired_state", "managed_topic"]
@@ -124,7 +128,7 @@ def desired_state(
         route = next(r for r in routes[sub.event_type] if r.subscription == sub.name)
         topics.append(DesiredTopic(route.topic, route.partitions, DELETE, "subscription", sub.event_type))
         subjects.append(DesiredSubject(route.subject, schema_json(route.schema), route.compatibility, route.topic))
-    topics.append(DesiredTopic(router_dlq_topic(topology), 1, DELETE, "dead-letter"))
+    topics.append(DesiredTopic(router_dlq_topic(topology.namespace), 1, DELETE, "dead-letter"))
     for connector in topology.connectors:
         configured = connector.config.get("errors.deadletterqueue.topic.name")
         name = dlq_topic(ns, connector.name, configured if isinstance(configured, str) else None)
@@ -141,8 +145,6 @@ def desired_state(
     return Desired(topics, subjects, acls, principals, ns)
 
 
-#: Every consumer group of the bus starts so (after the namespace and its dot).
-BUS_GROUP_PREFIX = "bus-"
 
 
 def acl_bindings(
@@ -181,7 +183,7 @@ def acl_bindings(
         # asks for DESCRIBE, which READ implies): without one a department cannot read at all.
         allow(f"User:{sub.department}", "group", department_group_prefix(ns, sub.department), "READ", prefixed=True)
         allow(service_principal, "topic", sub.topic, "WRITE", "DESCRIBE")
-    allow(service_principal, "topic", router_dlq_topic(topology), "WRITE", "DESCRIBE")
+    allow(service_principal, "topic", router_dlq_topic(topology.namespace), "WRITE", "DESCRIBE")
     # The bus's groups (the router's and its lanes', the sink connectors', the processors', the
     # topology watch) are named <namespace>.bus-<...>; its readers that only assign partitions
     # (the registry's loader, the ends of a topic, the page's counters) never join a group or
@@ -233,13 +235,6 @@ def _processor_topics(topology: Topology, listed: set[str]) -> list[DesiredTopic
         *(DesiredTopic(name, partitions, COMPACT, "processors") for name, partitions in changelog_partitions(topology).items()),
     ]
     return [t for t in wanted if t.name not in listed]
-
-
-def department_group_prefix(namespace: str | None, department: str) -> str:
-    """The consumer groups a department's own consumers may use: ``<namespace>.<department>.``
-    followed by anything (``<department>.`` without a namespace). Department names are
-    snake_case, so no department's prefix is another's or one of the bus's groups."""
-    return topic_name(namespace, department) + "."
 
 
 def managed_topic(name: str, namespace: str | None) -> bool:

@@ -41,7 +41,7 @@ from bus.integrate.exceptions import IntegrateError
 from bus.kafka.admin import wait_for_broker
 from bus.kafka.config import KafkaSettings
 from bus.registry.client import registry_call, registry_client, wait_for_registry
-from bus.schemas.registration import avro_schema
+from bus.registry.registration import avro_schema
 from bus.topology.models import Topology
 
 #: Exit codes of ``bus plan`` (and ``bus apply``'s 0 / 1).

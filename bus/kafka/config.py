@@ -134,6 +134,8 @@ class KafkaSettings(BaseSettings):
         if self.kafka_profile is None:
             explicit = "bootstrap_servers" in self.model_fields_set
             self.kafka_profile = "cluster" if explicit else "embedded"
+            # a default, not a choice: bus.kafka.admin.with_detected_profile may still ask the broker
+            self.__pydantic_fields_set__.discard("kafka_profile")
         return self
 
     @property

@@ -31,3 +31,8 @@ class LocalKafkaError(KafkaError):
 
 class DeliveryFailed(KafkaError):
     """The broker did not acknowledge a record."""
+
+
+class CompactedReadError(KafkaError):
+    """A compacted topic (the bus's state: connector positions and status, the applied topology,
+    the page's figures) could not be read to its end."""

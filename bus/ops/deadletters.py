@@ -58,8 +58,8 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from bus.connectors.assembly import Assembly, assemble
 from bus.connectors.base import Sink, Source
-from bus.connectors.compacted import CompactedTopic
-from bus.connectors.dlq import DLQ_PREFIX, HEADER_PREFIX, STAGE_TASK_POLL, STAGE_VALUE_CONVERTER, dlq_topic
+from bus.kafka.compacted import CompactedTopic
+from bus.connectors.dlq import HEADER_PREFIX, STAGE_TASK_POLL, STAGE_VALUE_CONVERTER
 from bus.connectors.exceptions import Backpressure
 from bus.connectors.monitor import ConnectorMonitor
 from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
@@ -73,11 +73,9 @@ from bus.ops.exceptions import OpsError
 from bus.publish.publisher import Publisher
 from bus.registry.client import registry_client
 from bus.registry.exceptions import RegistryUnreachable
-from bus.routing.router import router_dlq_topic
 from bus.topology.models import Connector, Topology, topic_name
+from bus.topology.names import DLQ_PREFIX, ROUTER_GROUP, dlq_topic, replayed_topic, router_dlq_topic
 
-REPLAYED_TOPIC = f"{DLQ_PREFIX}-replayed"
-ROUTER = "bus-router"
 #: Header added to a record a replay published or delivered: the dead letter it came from.
 REPLAY_HEADER = "bus_dlq_replay"
 #: A read of the dead-letter topics ends when nothing arrived for this long (a partition
@@ -94,10 +92,6 @@ class DeadLetterError(OpsError):
 class NotReplayable(BusError):
     """A source dead letter that cannot become a record (raised per record, then
     dead-lettered again by the connector's error policy)."""
-
-
-def replayed_topic(namespace: str | None) -> str:
-    return topic_name(namespace, REPLAYED_TOPIC)
 
 
 # -- one dead letter -------------------------------------------------------------------------
@@ -261,7 +255,7 @@ def dead_letter_topics(topology: Topology, settings: KafkaSettings) -> list[str]
     prefix = topic_name(topology.namespace, f"{DLQ_PREFIX}-")
     replayed = replayed_topic(topology.namespace)
     wanted = {t for t in existing if t.startswith(prefix) and t != replayed}
-    wanted.add(router_dlq_topic(topology))
+    wanted.add(router_dlq_topic(topology.namespace))
     for connector in topology.connectors:
         configured = connector.config.get("errors.deadletterqueue.topic.name")
         wanted.add(dlq_topic(topology.namespace, connector.name, configured if isinstance(configured, str) else None))
@@ -582,7 +576,7 @@ class Replayer:
         entry_points: Iterable[EntryPoint] | None = None,
         batch_size: int = 500,
     ) -> None:
-        if connector == ROUTER:
+        if connector == ROUTER_GROUP:
             raise DeadLetterError(
                 "the router's dead letters cannot be replayed: they are records it could not decode or route. "
                 "`bus dlq show --connector bus-router` shows them; fix the publisher and publish them again"

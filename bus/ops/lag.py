@@ -77,12 +77,11 @@ from bus.ops.burrow import (
 from bus.ops.exceptions import LagQueryFailed, UnknownGroup
 from bus.ops.metrics import BusMonitor, PartitionSample
 from bus.ops.timelag import DEFAULT_TABLE_SIZE, OffsetTimeTable, lag_seconds
-from bus.topology.models import Topology, topic_name
+from bus.topology.models import Topology
+from bus.topology.names import connector_group, router_group
 
 log = structlog.get_logger("bus.ops.lag")
 
-ROUTER_GROUP = "bus-router"
-CONNECTOR_GROUP_PREFIX = "bus-connector-"
 #: The group id of the probe that reads behind groups: it is assigned partitions, never joins or commits.
 PROBE_GROUP = "bus-lag-probe"
 #: Offsets the probe reads at most per group and partition at each poll (module docstring).
@@ -108,17 +107,6 @@ _LIVE_STATES = {
 
 
 # -- the bus's group names ---------------------------------------------------------------
-
-
-def router_group(namespace: str | None, lane: str | None = None) -> str:
-    """The router's consumer group: ``bus-router``, or ``<namespace>.bus-router``; a lane's
-    (one subscription with a start point, see bus.routing.service) is ``bus-router.<lane>``."""
-    return topic_name(namespace, ROUTER_GROUP if lane is None else f"{ROUTER_GROUP}.{lane}")
-
-
-def connector_group(namespace: str | None, connector: str) -> str:
-    """A sink connector's group: ``bus-connector-<name>``, or ``<namespace>.bus-connector-<name>``."""
-    return topic_name(namespace, CONNECTOR_GROUP_PREFIX + connector)
 
 
 def bus_groups(topology: Topology) -> list[str]:

@@ -5,7 +5,7 @@ import sys
 
 from bus.kafka.config import KafkaSettings
 from bus.processors.app import run_worker
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 
 if __name__ == "__main__":
     idle = float(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "none" else None

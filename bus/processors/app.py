@@ -33,7 +33,7 @@ topic, and each partition checks its own cameras' open faults against it (a tabl
 written while processing a record of the key's partition).
 
 Fleet availability: every ``availability_interval_s`` the cameras table is counted; changed
-figures go to the BusMonitor (when given) and to the compacted topic
+figures go to the monitor (when given) and to the compacted topic
 ``<ns.>bus-camera-availability`` (key district or ``all``, JSON value).
 
 Tables:
@@ -68,13 +68,13 @@ from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, faust_fetch_wait_ms, faust_settings, producer_config
 from bus.kafka.faust_transport import faust_credentials, processors_transport
-from bus.ops.metrics import BusMonitor
 from bus.processors.cameras import CameraInfo, camera_from_status, enrich_alarm
 from bus.processors.encoding import DerivedEncoder, derived_ce_id
 from bus.processors.exceptions import ProcessorError
 from bus.processors.linkage import cases_for, compile_rules
 from bus.processors.sla import (
     FAULT_CATEGORY,
+    AvailabilityMonitor,
     AvailabilityReporter,
     SlaPolicy,
     SlaTracker,
@@ -196,7 +196,7 @@ def build_app(
     idle_flush_s: float | None = 30.0,
     linkage: bool = True,
     sla: SlaPolicy | None = None,
-    monitor: BusMonitor | None = None,
+    monitor: AvailabilityMonitor | None = None,
     availability_interval_s: float = 5.0,
     tick_ms: int = 60_000,
 ) -> faust.App:

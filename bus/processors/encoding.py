@@ -12,7 +12,7 @@ from bus.publish.publisher import CONTENT_TYPE, SPEC_VERSION, new_traceparent
 from bus.registry.client import registry_client
 from bus.schemas import wire
 from bus.schemas.records import to_datum
-from bus.schemas.registration import ensure_registered
+from bus.registry.registration import ensure_registered
 from bus.topology.models import Topology
 
 

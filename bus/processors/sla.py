@@ -33,9 +33,8 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from bus.ops.metrics import BusMonitor
 from bus.processors.cameras import CameraInfo
 from bus.processors.storms import event_time_ms, iso_ms
 from bus.topology.models import Topology
@@ -304,11 +303,17 @@ def fleet_availability(cameras: Iterable[CameraInfo]) -> dict[str, Availability]
     return {key: Availability(online, total) for key, (online, total) in counts.items()}
 
 
+class AvailabilityMonitor(Protocol):
+    """Where the fleet's availability figures go (the ops monitor is one)."""
+
+    def set_availability(self, online: int, total: int, *, district: str = "all") -> None: ...
+
+
 class AvailabilityReporter:
     """Turns the camera table into the figures to publish: those that changed since the last
     report (a compacted topic keeps the last per key), each also set on the monitor."""
 
-    def __init__(self, monitor: BusMonitor | None = None) -> None:
+    def __init__(self, monitor: AvailabilityMonitor | None = None) -> None:
         self.monitor = monitor
         self._last: dict[str, Availability] = {}
 

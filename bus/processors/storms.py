@@ -45,8 +45,8 @@ import uuid
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from bus.topology.filters import parse_rfc3339
 
-from bus.topology.models import parse_rfc3339
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 OFFLINE = "CAMERA_OFFLINE"

@@ -1,15 +1,22 @@
-"""The processors' topics and group, by name (no faust import: ``bus plan`` and ``bus apply``
-use them to make the topics and grant the bus its access before any worker starts)."""
+"""The processors' topics and group for a topology (named in :mod:`bus.topology.names`). No
+faust import: ``bus plan`` and ``bus apply`` use them to make the topics and grant the bus its
+access before any worker starts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bus.topology.models import ENRICHED_SUFFIX, Topology, topic_name
+from bus.topology.models import Topology
+from bus.topology.names import (
+    AVAILABILITY_TOPIC,
+    ENRICHED_SUFFIX,
+    IMPORT_TOPIC,
+    SLA_TOPIC,
+    changelog_topic as changelog_in,
+    processors_group,
+    topic_name,
+)
 
-IMPORT_TOPIC = "city.processors.camera_import"
-SLA_TOPIC = "city.processors.camera_sla"
-AVAILABILITY_TOPIC = "bus-camera-availability"
 #: the faust tables (their changelogs are ``<app id>-<table>-changelog``)
 CAMERAS_TABLE, SLA_TABLE, WINDOWS_TABLE = "cameras", "camera_sla", "storm_windows"
 #: the event types the processors read and write; a topology without them runs no processors
@@ -55,12 +62,12 @@ def processor_topics(topology: Topology) -> ProcessorTopics:
 
 def app_id(topology: Topology) -> str:
     """The processors' faust app id, which is also their consumer group."""
-    return topic_name(topology.namespace, "bus-processors")
+    return processors_group(topology.namespace)
 
 
 def changelog_topic(topology: Topology, table: str) -> str:
     """The changelog faust writes a table of the processors to (faust's own naming)."""
-    return f"{app_id(topology)}-{table}-changelog"
+    return changelog_in(topology.namespace, table)
 
 
 def changelog_partitions(topology: Topology) -> dict[str, int]:

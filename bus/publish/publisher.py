@@ -27,7 +27,7 @@ from bus.registry.client import registry_client
 from bus.schemas import wire
 from bus.schemas.exceptions import RecordTooLarge
 from bus.schemas.records import to_datum
-from bus.schemas.registration import ensure_registered
+from bus.registry.registration import ensure_registered
 from bus.topology.models import Topology
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,7 @@ from bus.kafka.config import KafkaSettings
 from bus.registry.app import create_app
 from bus.registry.exceptions import RegistryStartError
 from bus.registry.store import DEFAULT_TOPIC, SchemaStore
-from bus.web.serving import bind, uvicorn_config
+from bus.serving import bind, uvicorn_config
 
 log = structlog.get_logger(__name__)
 

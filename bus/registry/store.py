@@ -61,10 +61,11 @@ from bus.schemas.compat import (
     check_compatibility,
     parse_schema,
 )
+from bus.topology.names import REGISTRY_TOPIC
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_TOPIC = "_bus_schemas"
+DEFAULT_TOPIC = REGISTRY_TOPIC
 DEFAULT_COMPATIBILITY = CompatibilityMode.BACKWARD
 SUPPORTED_SCHEMA_TYPES = ("AVRO",)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bus.schemas.catalog import EventSchema
-from bus.topology.models import AllOf, AnyOf, Condition, Filter, Not, parse_rfc3339
+from bus.topology.filters import AllOf, AnyOf, Condition, Filter, Not, parse_rfc3339
 
 Predicate = Callable[[dict[str, Any]], bool]
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING
 
@@ -34,8 +34,6 @@ from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config, router_commit_interval_s
 from bus.kafka.consuming import take_batch
-from bus.ops.lag import router_group
-from bus.ops.metrics import BusMonitor
 from bus.registry.client import registry_client
 from bus.retry import retry_call
 from bus.routing.exceptions import RoutingError
@@ -43,8 +41,9 @@ from bus.routing.plan import Route, build_routes
 from bus.schemas import wire
 from bus.schemas.catalog import schema_json
 from bus.schemas.exceptions import SchemaError
-from bus.schemas.registration import ensure_registered
-from bus.topology.models import Subscription, Topology, topic_name
+from bus.registry.registration import ensure_registered
+from bus.topology.models import Subscription, Topology
+from bus.topology.names import router_dlq_topic, router_group
 
 log = structlog.get_logger(__name__)
 
@@ -54,10 +53,6 @@ SRC_HEADER = "bus_src"
 #: more, slower on a busy broker) is shared by more records. At 500 the soak's router
 #: topped out near 2,000 records/s, waiting on commits most of the time.
 DEFAULT_BATCH_SIZE = 5000
-
-
-def router_dlq_topic(topology: Topology) -> str:
-    return topic_name(topology.namespace, "bus-router-dlq")
 
 
 @dataclass
@@ -90,6 +85,21 @@ def _retrying(operation: Callable[[], object], attempts: int = 5) -> None:
 Select = Callable[[Subscription], bool]
 
 
+class RouterMonitor(Protocol):
+    """What the router reports as it works (the ops monitor, :class:`bus.ops.metrics.BusMonitor`,
+    is one)."""
+
+    def on_transaction(self, seconds: float) -> None: ...
+
+    def on_record_in(self, topic: str, count: int = 1) -> None: ...
+
+    def on_record_out(self, topic: str, *, department: str = "", subscription: str = "", count: int = 1) -> None: ...
+
+    def on_commit(self, group: str, offsets: Iterable[tuple[str, int, int]], at: float | None = None) -> None: ...
+
+    def on_dead_letter(self, *, connector: str, topic: str, error: str) -> None: ...
+
+
 class Router:
     """Routes the canonical topics of ``topology`` to its subscription topics (all of them,
     or those ``select`` picks); one consumer group and one transactional producer.
@@ -114,7 +124,7 @@ class Router:
         batch_size: int = DEFAULT_BATCH_SIZE,
         environ: dict[str, str] | None = None,
         on_batch: Callable[[RouterStats], None] | None = None,
-        monitor: BusMonitor | None = None,
+        monitor: RouterMonitor | None = None,
         select: Select | None = None,
         lane: str | None = None,
         commit_interval_s: float | None = None,
@@ -168,7 +178,7 @@ class Router:
         wait_for_broker(self.settings)
         specs = [TopicSpec(r.topic, r.partitions) for rs in routes.values() for r in rs]
         specs += [TopicSpec(topology.event_type(et).routed_topic, topology.event_type(et).partitions) for et in routes]
-        specs.append(TopicSpec(router_dlq_topic(topology), 1))
+        specs.append(TopicSpec(router_dlq_topic(topology.namespace), 1))
         ensure_topics(self.settings, specs)
         self._check_partition_counts(topology, routes)
         for rs in routes.values():
@@ -571,7 +581,7 @@ class Router:
             stage="TRANSFORMATION",
             class_name=f"{type(self).__module__}.{type(self).__qualname__}",
         )
-        self._produce(router_dlq_topic(self.topology), 0, msg.key(), msg.value(), headers)
+        self._produce(router_dlq_topic(self.topology.namespace), 0, msg.key(), msg.value(), headers)
         self.stats.dead_letters += 1
         if self.monitor is not None:
             self.monitor.on_dead_letter(connector="bus-router", topic=msg.topic(), error=type(exc).__name__)

@@ -27,9 +27,8 @@ import structlog
 
 from bus.errors import BusError
 from bus.kafka.config import KafkaSettings
-from bus.ops.metrics import BusMonitor
 from bus.retry import Restarts
-from bus.routing.router import DEFAULT_BATCH_SIZE, Router, RouterStats
+from bus.routing.router import DEFAULT_BATCH_SIZE, Router, RouterMonitor, RouterStats
 from bus.topology.models import Subscription, Topology
 from bus.topology.published import TopologyWatcher
 
@@ -55,7 +54,7 @@ class RoutingService:
         *,
         instance: str = "0",
         batch_size: int = DEFAULT_BATCH_SIZE,
-        monitor: BusMonitor | None = None,
+        monitor: RouterMonitor | None = None,
         environ: dict[str, str] | None = None,
         watch: bool = True,
     ) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus.demo.simulators import DemoCity, DemoCityConfig, demo_topology
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 
 Say = Callable[[str], None]
 

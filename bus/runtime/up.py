@@ -26,10 +26,11 @@ from bus.registry.server import EmbeddedRegistry
 from bus.ops.metrics import BusMonitor
 from bus.routing.service import RoutingService
 from bus.runtime.parts import Connectors, Processors, running_connectors, running_processors
+from bus.connectors.registry import KIT_CHECKS
+from bus.topology.validate import load_topology
 from bus.web.ops import OpsServer, broker_check, registry_check
 from bus.web.page import ClusterProvider, PageServer
-from bus.schemas.registration import ensure_registered
-from bus.topology.loader import load_topology
+from bus.registry.registration import ensure_registered
 from bus.topology.models import Topology
 
 Say = Callable[[str], None]
@@ -122,7 +123,7 @@ def run_city(
         start_broker = not os.environ.get("BUS_BOOTSTRAP_SERVERS")
     if start_registry is None:
         start_registry = not os.environ.get("BUS_REGISTRY_URL")
-    topology = load_topology(topology_path)
+    topology = load_topology(topology_path, KIT_CHECKS)
     say(f"topology: {topology_path} ({len(topology.departments)} departments, "
         f"{len(topology.event_types)} event types, {len(topology.subscriptions)} subscriptions)")
     settings = settings or KafkaSettings()

@@ -7,22 +7,9 @@ raises :class:`TopologyInvalid` listing every problem as ``FILE:LINE:COL: messag
 """
 
 from bus.topology.exceptions import CatalogMissing, Problem, TopologyError, TopologyInvalid, UnknownName
-from bus.topology.loader import load_topology
-from bus.topology.models import (
-    AllOf,
-    AnyOf,
-    City,
-    Condition,
-    Connector,
-    Department,
-    EventType,
-    Filter,
-    Not,
-    Subscription,
-    Topology,
-    Treatment,
-)
-from bus.topology.validate import validate_topology
+from bus.topology.filters import AllOf, AnyOf, Condition, Filter, Not
+from bus.topology.models import City, Connector, Department, EventType, Subscription, Topology, Treatment
+from bus.topology.validate import load_topology, validate_topology
 
 __all__ = [
     "AllOf",

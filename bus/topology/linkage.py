@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from bus.topology.exceptions import suggest
-from bus.topology.models import KEBAB_CASE, Filter
+from bus.topology.filters import KEBAB_CASE, Filter
 
 #: The event type linkage reads, and the one it writes.
 ALARM_TYPE = "camera_alarm"

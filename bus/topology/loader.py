@@ -32,16 +32,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bus.topology.exceptions import Problem, TopologyInvalid
-from bus.topology.models import (
-    KEBAB_CASE,
-    SNAKE_CASE,
-    TOPIC_PREFIX,
-    Connector,
-    Department,
-    EventType,
-    Subscription,
-    Topology,
-)
+from bus.topology.filters import KEBAB_CASE, SNAKE_CASE, TOPIC_PREFIX
+from bus.topology.models import Connector, Department, EventType, Subscription, Topology
 
 Loc = Sequence[str | int]
 
@@ -502,20 +494,4 @@ def _field_info(loc: Loc) -> FieldInfo | None:
     if not _is_model(owner):
         return None
     return next((f for n, f in owner.model_fields.items() if (f.alias or n) == loc[-1]), None)
-
-
-# -- loading ----------------------------------------------------------------------------
-
-
-def load_topology(path: Path | str) -> Topology:
-    """The topology in ``path``, validated with its schemas; the catalog is attached
-    (``topology.catalog``, ``topology.schema_for``). Raises :class:`TopologyInvalid`
-    carrying every problem."""
-    from bus.topology.validate import check_document  # validate builds on this module
-
-    document = read_document(path)
-    topology, problems = check_document(document)
-    if problems or topology is None:
-        raise TopologyInvalid(str(path), problems)
-    return topology
 

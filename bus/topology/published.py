@@ -19,22 +19,19 @@ import structlog
 from confluent_kafka import Consumer, TopicPartition
 from ruamel.yaml import YAML
 
-from bus.connectors.compacted import AckedProducer
+from bus.kafka.compacted import AckedProducer
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, consumer_config
 from bus.kafka.consuming import take_batch
 from bus.topology.exceptions import TopologyError
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology, topic_name
+from bus.topology.names import topology_topic
+from bus.topology.validate import load_topology
 
 log = structlog.get_logger(__name__)
 
 KEY = b"topology"
 SCHEMA_SUFFIXES = (".avsc", ".json")
-
-
-def topology_topic(namespace: str | None) -> str:
-    return topic_name(namespace, "bus-topology")
 
 
 @dataclass(frozen=True)

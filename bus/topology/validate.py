@@ -13,30 +13,25 @@ import datetime as dt
 import difflib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from bus.errors import BusError
 from bus.schemas.catalog import EventSchema, FieldInfo, SchemaCatalog
 from bus.topology.exceptions import Problem, TopologyInvalid, suggest
+from bus.topology.filters import AllOf, AnyOf, Condition, Filter, Not, Operator, is_rfc3339
 from bus.topology.linkage import ALARM_TYPE, CASE_TYPE, LinkageRule, linkage_problems, plain_rule_names
 from bus.topology.loader import Document, Loc, Parsed, parse_structure, read_document, salvage
 from bus.topology.models import (
     VISIBILITY,
-    AllOf,
-    AnyOf,
     Concrete,
-    Condition,
     Connector,
     Department,
     EventType,
-    Filter,
-    Not,
-    Operator,
     Subscription,
     Topology,
-    is_rfc3339,
     narrows,
     resolve,
 )
@@ -47,28 +42,57 @@ _DUPLICATES = (("departments", "department"), ("event_types", "event type"),
                ("subscriptions", "subscription"), ("connectors", "connector"))
 
 
-def validate_topology(path: Path | str) -> list[Problem]:
-    """Every problem of the topology file ``path`` and its schemas, sorted by position
-    (what `bus validate` prints), a connector type that is not installed here included."""
-    return check_topology(path)[1]
+def load_topology(path: Path | str, connectors: ConnectorChecks | None = None) -> Topology:
+    """The topology in ``path``, validated with its schemas (and, with ``connectors``, its
+    connectors' settings); the catalog is attached (``topology.catalog``,
+    ``topology.schema_for``). Raises :class:`TopologyInvalid` carrying every problem."""
+    document = read_document(path)
+    topology, problems = check_document(document, connectors)
+    if problems or topology is None:
+        raise TopologyInvalid(str(path), problems)
+    return topology
 
 
-def check_topology(path: Path | str) -> tuple[Topology | None, list[Problem]]:
-    """The topology (with its catalog attached, when the structure is valid) and every problem."""
+class ConnectorChecks(Protocol):
+    """The connector kit's checks of a connector entry, which this package cannot make itself
+    (the kit builds on it): :data:`bus.connectors.config.KIT_CHECKS`."""
+
+    def installed_types(self) -> list[str]:
+        """The connector types installed here; raises a BusError when that cannot be told."""
+        ...
+
+    def config_problems(self, connector_type: str, config: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+        """The problems of one entry's ``config`` (``loc`` relative to the entry); none for a type
+        not installed."""
+        ...
+
+
+def validate_topology(path: Path | str, connectors: ConnectorChecks | None = None) -> list[Problem]:
+    """Every problem of the topology file ``path`` and its schemas, sorted by position; with
+    ``connectors``, of its connectors' types and settings too (what `bus validate` prints)."""
+    return check_topology(path, connectors)[1]
+
+
+def check_topology(path: Path | str, connectors: ConnectorChecks | None = None) -> tuple[Topology | None, list[Problem]]:
+    """The topology (with its catalog attached, when the structure is valid) and every problem;
+    with ``connectors``, a connector type that is not installed here is one."""
     try:
         document = read_document(path)
     except TopologyInvalid as exc:
         return None, exc.problems
-    return check_document(document, connector_types=True)
+    return check_document(document, connectors, connector_types=connectors is not None)
 
 
-def check_document(document: Document, *, connector_types: bool = False) -> tuple[Topology | None, list[Problem]]:
-    """:func:`check_topology` for a file already read. Unless ``connector_types``, a connector
-    type that is not installed here is not a problem: :func:`bus.topology.loader.load_topology`
+def check_document(
+    document: Document, connectors: ConnectorChecks | None = None, *, connector_types: bool = False
+) -> tuple[Topology | None, list[Problem]]:
+    """:func:`check_topology` for a file already read. ``connectors``: check each connector's
+    settings against its type's config model. Unless ``connector_types`` too, a connector type
+    that is not installed here is not a problem: :func:`bus.topology.loader.load_topology`
     loads the city for the router, the processors and the page, which run no connector; the
     host that runs one refuses a type it does not have (`bus connector run`, `bus up`)."""
     parsed = parse_structure(document)
-    checker = _Checker(parsed, connector_types=connector_types)
+    checker = _Checker(parsed, connectors, connector_types=connector_types)
     found = checker.run()
     problems = sorted(set(document.problems + parsed.problems + found))
     topology = parsed.topology
@@ -80,9 +104,10 @@ def check_document(document: Document, *, connector_types: bool = False) -> tupl
 class _Checker:
     """The semantic checks of one parsed file; ``run()`` returns what they found."""
 
-    def __init__(self, parsed: Parsed, *, connector_types: bool = True) -> None:
+    def __init__(self, parsed: Parsed, connectors: ConnectorChecks | None, *, connector_types: bool = True) -> None:
         self.parsed = parsed
-        self.check_types = connector_types
+        self.connectors = connectors
+        self.check_types = connector_types and connectors is not None
         self.document = parsed.document
         self.problems: list[Problem] = []
         self.catalog: SchemaCatalog | None = None
@@ -343,26 +368,21 @@ class _Checker:
                               f"connector to {et.owner!r} or remove {name} from publishes")
         if connector.subscription is not None:
             self._sink(base, connector, department_known)
-        if self.check_types and not self._type_installed((*base, "type"), connector.type):
+        if self.connectors is None or (self.check_types and not self._type_installed((*base, "type"), connector.type)):
             return
         # The connector's own settings, against its config model (secrets are resolved at
-        # start, not here; a type not installed is not checked). Imported here: the connector
-        # kit builds on the topology package.
-        from bus.connectors.config import config_problems
-
-        for loc, message in config_problems(connector.type, connector.config, skip_unknown_types=True):
+        # start, not here; a type not installed is not checked).
+        for loc, message in self.connectors.config_problems(connector.type, connector.config):
             self.add((*base, *loc), message, at_key=message.startswith("unknown key"))
 
     def _type_installed(self, loc: Loc, name: str) -> bool:
         """True if connector type ``name`` is installed here; else a problem at ``loc`` naming
         the installed types and the closest one (its config is then not checked)."""
-        from bus.connectors.exceptions import ConnectorError
-        from bus.connectors.registry import installed_types
-
+        assert self.connectors is not None
         if self.connector_types is None:
             try:
-                self.connector_types = sorted(installed_types())
-            except ConnectorError as exc:  # two packages declare one name: nothing can be checked
+                self.connector_types = sorted(self.connectors.installed_types())
+            except BusError as exc:  # two packages declare one name: nothing can be checked
                 self.add(loc, str(exc))
                 return False
         if name in self.connector_types:

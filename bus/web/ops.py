@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from bus.kafka.config import KafkaSettings, admin_config
 from bus.ops.metrics import CONTENT_TYPE, BusMonitor
-from bus.web.serving import ThreadedServer
+from bus.serving import ThreadedServer
 
 log = structlog.get_logger(__name__)
 

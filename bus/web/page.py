@@ -38,8 +38,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bus.connectors.compacted import CompactedTopic
-from bus.connectors.dlq import dlq_topic
+from bus.kafka.compacted import CompactedTopic
 from bus.connectors.status import StatusStore
 from bus.errors import BusError
 from bus.kafka.admin import admin
@@ -56,20 +55,17 @@ from bus.ops.lag import (
     LagReport,
     OffsetReader,
     PartitionLag,
-    connector_group,
-    router_group,
 )
 from bus.ops.metrics import BusMonitor
-from bus.routing.router import router_dlq_topic
 from bus.topology.graph import render_svg
 from bus.topology.models import Topology, topic_name
-from bus.web.serving import ThreadedServer
+from bus.topology.names import AVAILABILITY_TOPIC, connector_group, dlq_topic, router_dlq_topic, router_group
+from bus.serving import ThreadedServer
 
 log = structlog.get_logger(__name__)
 
 #: The compacted topic of camera availability: key = district or "all", value JSON
 #: ``{"online": int, "total": int, "ratio": float, "at": ISO time}``.
-CAMERA_AVAILABILITY_TOPIC = "bus-camera-availability"
 HISTORY_SPAN_S = 3600.0
 DEFAULT_INTERVAL_S = 5.0
 TOKEN_COOKIE = "bus_web_token"
@@ -348,7 +344,7 @@ class ClusterProvider:
         self._thread: threading.Thread | None = None
         self._dlq = DeadLetterCounter(settings)
         self._statuses = StatusStore(settings, topology.namespace)
-        self._cameras = CompactedTopic(settings, topic_name(topology.namespace, CAMERA_AVAILABILITY_TOPIC))
+        self._cameras = CompactedTopic(settings, topic_name(topology.namespace, AVAILABILITY_TOPIC))
         self._figures = FiguresReader(topology, settings, clock=clock)
 
     def state(self) -> PageState:
@@ -436,7 +432,7 @@ class ClusterProvider:
 
     def _dead_letters(self) -> list[DeadLetters]:
         wanted: list[tuple[str, Literal["connector", "router"], str | None, str]] = [
-            ("router", "router", None, router_dlq_topic(self.topology))
+            ("router", "router", None, router_dlq_topic(self.topology.namespace))
         ]
         for c in self.topology.connectors:
             configured = c.config.get("errors.deadletterqueue.topic.name")

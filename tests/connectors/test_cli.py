@@ -22,9 +22,9 @@ from bus.connectors import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.kafka.broker import free_port
 from bus.kafka.config import KafkaSettings
-from bus.topology.loader import load_topology
 from tests.connectors.support import entry_points, install_entry_points, wait_until
 from tests.fixtures.city import City
+from bus.topology.validate import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -105,6 +105,7 @@ def test_help_is_generated_from_the_models() -> None:
 def test_problems_land_on_the_lines_of_topology_yaml_as_bus_validate_shows_them(tmp_path: Path) -> None:
     from ruamel.yaml import YAML
 
+    from bus.connectors.registry import KIT_CHECKS
     from bus.topology.validate import validate_topology
     from tests.fixtures.city import write_city_topology
 
@@ -119,7 +120,7 @@ def test_problems_land_on_the_lines_of_topology_yaml_as_bus_validate_shows_them(
     with path.open("w") as out:
         yaml.dump(data, out)
     lines = path.read_text().splitlines()
-    found = [str(p) for p in validate_topology(path)]
+    found = [str(p) for p in validate_topology(path, KIT_CHECKS)]
 
     def at(text: str, after: str = "fire-dispatch-webhook") -> str:
         start = next(n for n, line in enumerate(lines) if after in line)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bus.connectors import ConnectorConfigInvalid, ConnectorRunner, dlq_topic
+from bus.connectors import ConnectorConfigInvalid, ConnectorRunner
 from bus.connectors.base import SourceContext
 from bus.connectors.config import parse_config
 from bus.connectors.monitor import ConnectorMonitor
@@ -30,6 +30,7 @@ from tests.connectors.support import (
     wait_until,
 )
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic
 
 HEADER = "alarm_id,camera_id,alarm_type,severity,occurred_at,location.latitude,location.longitude," \
          "location.district,location.street,owner_department,confidence,count,description"

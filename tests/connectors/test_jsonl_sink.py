@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from bus.connectors import ConnectorRunner, dlq_topic
+from bus.connectors import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.kafka.config import producer_config
 from bus.topology.models import Connector
@@ -29,6 +29,7 @@ from tests.connectors.support import (
     wait_until,
 )
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic
 
 
 def alarms(n: int, seed: int = 11) -> list[dict[str, Any]]:

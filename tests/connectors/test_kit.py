@@ -20,7 +20,6 @@ from bus.connectors import (
     SinkBatch,
     Source,
     StatusStore,
-    offsets_topic,
 )
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
@@ -28,6 +27,7 @@ from bus.kafka.admin import admin
 from bus.topology.models import Connector
 from tests.connectors.support import committed, produce_wire_records, wait_until
 from tests.fixtures.city import City
+from bus.topology.names import offsets_topic
 
 
 class CountingConfig(ConnectorConfig):

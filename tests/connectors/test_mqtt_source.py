@@ -15,13 +15,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bus.connectors import ConnectorRunner, dlq_topic
+from bus.connectors import ConnectorRunner
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.topology.models import Connector
 from tests.connectors.services import mqtt_address
 from tests.connectors.support import entry_points, read_all, wait_until
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic
 
 
 def source_entry_points() -> list[EntryPoint]:

@@ -17,20 +17,21 @@ import pytest
 from confluent_kafka import Producer
 from structlog.testing import capture_logs
 
-from bus.connectors import ConnectorRunner, dlq_topic
+from bus.connectors import ConnectorRunner
 from bus.connectors.exceptions import ConnectorError
 from bus.demo.samples import GENERATORS
 from bus.kafka.config import producer_config
 from bus.registry.client import registry_client
 from bus.schemas import wire
-from bus.schemas.registration import ensure_registered
-from bus.topology.loader import load_topology
+from bus.registry.registration import ensure_registered
 from bus.topology.models import Connector
 from connectors.postgres_sink import columns_of
 from bus.routing.plan import derive_schema
 from tests.connectors.services import Database, TcpProxy, database  # noqa: F401 (fixture)
 from tests.connectors.support import committed, entry_points, produce_wire_records, read_all, wait_until
 from tests.fixtures.city import REPO, City
+from bus.topology.names import dlq_topic
+from bus.topology.validate import load_topology
 
 TABLE = "stats.population_change"
 PEOPLE = [f"P{n:010d}" for n in range(1, 6)]

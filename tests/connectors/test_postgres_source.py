@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from bus.connectors import ConnectorRunner, dlq_topic
-from bus.connectors.config import ConnectorConfigInvalid, config_problems, parse_config
+from bus.connectors import ConnectorRunner
+from bus.connectors.config import ConnectorConfigInvalid, parse_config
 from bus.connectors.exceptions import ConnectorError
+from bus.connectors.registry import config_problems
 from bus.consume.tail import tail
 from bus.topology.models import Connector
 from connectors.postgres_source import PostgresSource, PostgresSourceConfig, json_value, to_position_value
@@ -27,6 +28,7 @@ from tests.connectors.population_table import CREATE, TABLE, insert, person
 from tests.connectors.services import Database, TcpProxy, database  # noqa: F401 (fixture)
 from tests.connectors.support import entry_points, read_all, wait_until
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic
 
 def pg_entry_points() -> list[EntryPoint]:
     return [*entry_points(), EntryPoint("postgres_source", "connectors.postgres_source:PostgresSource",

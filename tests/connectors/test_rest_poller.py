@@ -21,7 +21,6 @@ from bus.connectors import (
     ConnectorRunner,
     OffsetStore,
     config_problems,
-    dlq_topic,
     parse_config,
 )
 from bus.consume.tail import tail
@@ -31,6 +30,7 @@ from connectors.rest_poller import Cursor, RestPollerConfig, epoch_ms, iso_ms
 from tests.connectors.rest_server import CaseServer, to_ms
 from tests.connectors.support import entry_points, read_all, wait_until
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic
 
 NAME = "case-system-poller"
 

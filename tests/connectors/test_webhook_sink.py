@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bus.connectors import ConnectorRunner, dlq_topic
+from bus.connectors import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.topology.models import Connector
 from tests.connectors.support import (
@@ -27,6 +27,7 @@ from tests.connectors.support import (
     wait_until,
 )
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic
 
 HMAC_KEY = "fire-dispatch-test-key"
 CAMERAS = ["CAM-CC-00001", "CAM-CC-00002", "CAM-NH-00003", "CAM-SD-00004"]

@@ -43,11 +43,11 @@ from bus.demo.simulators.base import Pacer
 from bus.demo.simulators.cases import LIFECYCLE
 from bus.kafka.exceptions import KafkaError
 from bus.schemas.records import to_datum
-from bus.topology.loader import load_topology
 from bus.topology.models import Connector, Topology
 from tests.connectors.services import Database, mqtt_address, postgres_admin_dsn
 from tests.connectors.support import produce_wire_records, wait_until
 from tests.fixtures.city import REPO, City
+from bus.topology.validate import load_topology
 
 SHIPPED = load_topology(REPO / "topology.yaml")
 

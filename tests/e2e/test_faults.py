@@ -60,7 +60,7 @@ from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.config import KafkaSettings
 from bus.kafka.local import LocalKafka
-from bus.ops.lag import OffsetReader, connector_group, router_group
+from bus.ops.lag import OffsetReader
 from bus.processors.app import app_id, ensure_processor_topics, processor_topics
 from bus.processors.storms import FLAP_CAMERA_ID, OFFLINE, raw_count
 from bus.publish import Publisher
@@ -68,12 +68,13 @@ from bus.registry.client import registry_client
 from bus.registry.server import EmbeddedRegistry
 from bus.routing.plan import build_routes
 from bus.runtime.supervisor import PartSpec, Supervisor, bus_command, child_environ
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from tests.connectors.services import Database, database  # noqa: F401 (fixture)
 from tests.connectors.support import Endpoint, wait_until
 from tests.fixtures.city import write_city_topology
 from tests.routing.test_router import _read_raw
+from bus.topology.names import connector_group, router_group
+from bus.topology.validate import load_topology
 
 KILLS_PER_PART = 7
 HASH_KEY = "faults-test"

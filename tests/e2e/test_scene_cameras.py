@@ -21,10 +21,10 @@ from bus.demo.samples import GENERATORS
 from bus.processors.cameras import DISTRICTS, CameraInfo, enrich_alarm, load_camera_file
 from bus.publish import Publisher
 from bus.routing.service import RoutingService
-from bus.topology.loader import load_topology
 from bus.topology.published import publish_topology
 from tests.connectors.support import Endpoint, all_entry_points, wait_until
 from tests.fixtures.city import REPO, City
+from bus.topology.validate import load_topology
 
 EXAMPLE = REPO / "docs" / "examples" / "scene-cameras.yaml"
 CAMERAS = REPO / "docs" / "examples" / "scene-cameras.csv"

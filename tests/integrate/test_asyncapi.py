@@ -23,8 +23,8 @@ from ruamel.yaml import YAML
 from bus.integrate.asyncapi import AVRO_FORMAT, asyncapi_document, split_names
 from bus.integrate.desired import desired_state
 from bus.kafka.config import KafkaSettings
-from bus.topology.loader import load_topology
 from tests.fixtures.city import REPO
+from bus.topology.validate import load_topology
 
 SCHEMA = json.loads((Path(__file__).with_name("asyncapi-3.0.0.schema.json")).read_text(encoding="utf-8"))
 SETTINGS = KafkaSettings(bootstrap_servers="kafka-1.city.local:9092,kafka-2.city.local:9092",

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bus.integrate.desired import acl_bindings, department_group_prefix, desired_state, managed_topic
-from bus.topology.loader import load_topology
+from bus.integrate.desired import acl_bindings, desired_state, managed_topic
 from tests.fixtures.city import REPO, write_city_topology
+from bus.topology.names import department_group_prefix
+from bus.topology.validate import load_topology
 
 
 @pytest.mark.parametrize(("name", "namespace", "managed"), [

@@ -37,16 +37,16 @@ from bus.integrate.plan import make_plan, render
 from bus.connectors import ConnectorRunner
 from bus.kafka.config import KafkaSettings, admin_config, consumer_config, producer_config
 from bus.kafka.local import LocalKafka
-from bus.ops.lag import connector_group
 from bus.publish import Publisher
 from bus.registry.server import EmbeddedRegistry
 from bus.routing.plan import build_routes
 from bus.routing.service import RoutingService
 from bus.schemas.records import to_datum
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from tests.connectors.support import Endpoint, entry_points
 from tests.fixtures.city import write_city_topology
+from bus.topology.names import connector_group
+from bus.topology.validate import load_topology
 
 pytestmark = pytest.mark.integration
 

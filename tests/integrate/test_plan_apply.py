@@ -33,10 +33,10 @@ from bus.integrate.plan import (
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings
 from bus.kafka.exceptions import BrokerUnreachable
-from bus.routing.router import router_dlq_topic
-from bus.topology.loader import load_topology
+from bus.topology.names import router_dlq_topic
 from bus.topology.published import TopologyWatcher
 from tests.integrate.conftest import Namespace
+from bus.topology.validate import load_topology
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ def test_fewer_partitions_than_the_topic_has_is_a_conflict_apply_leaves_alone(na
 
 def test_settings_and_compatibility_drift_are_corrected(namespace: Namespace) -> None:
     topology = load_topology(namespace.path)
-    dlq = router_dlq_topic(topology)
+    dlq = router_dlq_topic(topology.namespace)
     ensure_topics(namespace.settings, [TopicSpec.compacted(dlq)])  # made by hand with the wrong policy
     drifted = plan_of(namespace)
     alter = [a for a in drifted.actions if isinstance(a, AlterConfig)]

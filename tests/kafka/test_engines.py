@@ -15,7 +15,9 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bus.kafka.admin import with_detected_profile
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
+from tests.fixtures.broker import session_engine
 
 pytestmark = pytest.mark.embedded
 
@@ -143,3 +145,14 @@ def test_the_offsets_of_transactions_that_wrote_no_record(
             f"the embedded broker kept the offsets ({committed}): the router's consumer commit can go")
     else:
         assert committed == [3, 2]
+
+
+def test_a_command_without_a_profile_finds_the_engine_it_talks_to(kafka_settings: KafkaSettings) -> None:
+    # As an operator's shell holds it: the address only. `bus publish`, `tail` and `lag` ask
+    # the broker what it is and apply the embedded workarounds to the embedded broker only.
+    given = KafkaSettings(bootstrap_servers=kafka_settings.bootstrap_servers)
+    assert "kafka_profile" not in given.model_fields_set
+    detected = with_detected_profile(given)
+    assert detected.embedded is (session_engine() == "embedded")
+    chosen = KafkaSettings(bootstrap_servers=kafka_settings.bootstrap_servers, kafka_profile="embedded")
+    assert with_detected_profile(chosen).embedded  # a profile written down is kept

@@ -18,8 +18,8 @@ from faust.types import TP
 from bus.kafka.config import EMBEDDED_FETCH_WAIT_MS, KafkaSettings
 from bus.kafka.faust_transport import FlowSafeConsumer, processors_transport
 from bus.processors.app import build_app
-from bus.topology.loader import load_topology
 from tests.fixtures.city import REPO
+from bus.topology.validate import load_topology
 
 # faust's transport holds on both engines.
 pytestmark = pytest.mark.embedded

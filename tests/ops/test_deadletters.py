@@ -22,8 +22,8 @@ from typer.testing import CliRunner, Result
 
 from bus.cli import dlq  # noqa: F401  (registers `bus dlq`; bus.cli.app lists the command modules)
 from bus.cli.app import app
-from bus.connectors import ConnectorRunner, DeadLetterQueue, RawRecord, dlq_topic
-from bus.connectors.compacted import AckedProducer
+from bus.connectors import ConnectorRunner, DeadLetterQueue, RawRecord
+from bus.kafka.compacted import AckedProducer
 from bus.connectors.dlq import context_headers
 from bus.demo.samples import GENERATORS
 from bus.errors import BusError
@@ -38,11 +38,11 @@ from bus.ops.deadletters import (
     parse_since,
     read_dead_letters,
 )
-from bus.routing.router import router_dlq_topic
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from tests.connectors.support import Endpoint, produce_wire_records, read_all, wait_until
 from tests.fixtures.city import City
+from bus.topology.names import dlq_topic, router_dlq_topic
+from bus.topology.validate import load_topology
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def run_sink_until_dead_lettered(c: DlqCity, records: list[dict[str, Any]], refu
 
 def router_dead_letter(c: DlqCity) -> None:
     """A record the router could not decode, written as the router writes it."""
-    topic = router_dlq_topic(c.topology)
+    topic = router_dlq_topic(c.topology.namespace)
     ensure_topics(c.settings, [TopicSpec(topic)])
     raw = RawRecord(c.topology.event_type("camera_alarm").topic, 0, 41, b"CAM-X", b"\x00\x00\x00\x03\xe7garbage")
     producer = AckedProducer(c.settings, client_id="test-router-dlq")

@@ -37,7 +37,6 @@ from bus.ops.figures import (
     publish_figures,
     window,
 )
-from bus.ops.lag import router_group
 from bus.ops.metrics import BusMonitor
 from bus.processors.sla import breach_case_id
 from bus.processors.storms import iso_ms
@@ -49,6 +48,7 @@ from tests.fixtures.city import City
 from tests.ops import figures_data as data
 from tests.ops.helpers import wait_until
 from tests.ops.test_metrics import scrape, value
+from bus.topology.names import router_group
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,15 +23,14 @@ from bus.ops.lag import (
     OffsetReader,
     Stretch,
     bus_groups,
-    connector_group,
     measure,
     render_table,
-    router_group,
 )
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from tests.fixtures.city import write_city_topology
 from tests.ops.helpers import commit, last_stable_offset, past_now, produce, send, wait_until
+from bus.topology.names import connector_group, router_group
+from bus.topology.validate import load_topology
 
 T0 = past_now()  # a fixed "now" for the windows (epoch seconds, an hour ago: see past_now)
 

@@ -37,9 +37,9 @@ from bus.processors.storms import FLAP_CAMERA_ID, iso_ms
 from bus.publish import Publisher
 from bus.registry.client import registry_client
 from bus.schemas.records import to_json
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
 from tests.fixtures.city import City
+from bus.topology.validate import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = int(dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc).timestamp() * 1000)

@@ -14,8 +14,8 @@ from bus.processors.linkage import cases_for, compile_rules
 from bus.processors.storms import Emission, StormMerger
 from bus.schemas.catalog import SchemaCatalog
 from bus.schemas.records import to_datum
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
+from bus.topology.validate import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"

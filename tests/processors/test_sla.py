@@ -31,7 +31,7 @@ from bus.processors.sla import (
 from bus.processors.storms import event_time_ms
 from bus.schemas.catalog import SchemaCatalog
 from bus.schemas.records import to_datum
-from bus.topology.loader import load_topology
+from bus.topology.validate import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"

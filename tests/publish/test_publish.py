@@ -22,7 +22,7 @@ from bus.registry.client import registry_client
 from bus.registry.exceptions import RegistryUnreachable
 from bus.schemas.exceptions import RecordInvalid, RecordTooLarge
 from bus.schemas.records import to_datum, to_json
-from bus.schemas.registration import avro_schema
+from bus.registry.registration import avro_schema
 from tests.fixtures.city import City
 
 

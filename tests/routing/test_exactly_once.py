@@ -25,10 +25,10 @@ from bus.kafka.config import consumer_config
 from bus.publish import Publisher
 from bus.registry.client import registry_client
 from bus.routing.plan import build_routes
-from bus.ops.lag import router_group
 from bus.routing.router import SRC_HEADER
 from tests.fixtures.city import REPO, City
 from tests.routing.test_router import _read_raw
+from bus.topology.names import router_group
 
 # Exactly-once on both engines (on the embedded one with the router's recovery by source position).
 pytestmark = pytest.mark.embedded

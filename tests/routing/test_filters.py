@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from bus.routing.filters import compile_filter
 from bus.schemas.catalog import SchemaCatalog
-from bus.topology.models import Filter
+from bus.topology.filters import Filter
 
 CATALOG = SchemaCatalog.load(Path(__file__).resolve().parents[2] / "schemas")
 ALARM = CATALOG.get("camera_alarm")

@@ -21,10 +21,11 @@ from bus.kafka.admin import delete_topics
 from bus.kafka.config import KafkaSettings, producer_config
 from bus.publish import Publisher
 from bus.registry.client import registry_client
-from bus.routing.router import SRC_HEADER, Router, router_dlq_topic
+from bus.routing.router import SRC_HEADER, Router
 from bus.schemas.records import to_json
-from bus.topology.loader import load_topology
 from tests.fixtures.city import REPO, City
+from bus.topology.names import router_dlq_topic
+from bus.topology.validate import load_topology
 
 
 def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
@@ -119,7 +120,7 @@ def small_city(tmp_path: Path, registry_settings: KafkaSettings, unique_name) ->
     topology = load_topology(path)
     yield topology, registry_settings
     delete_topics(registry_settings, [et.topic for et in topology.event_types]
-                  + [s.topic for s in topology.subscriptions] + [router_dlq_topic(topology)])
+                  + [s.topic for s in topology.subscriptions] + [router_dlq_topic(topology.namespace)])
 
 
 def test_untouched_subscription_passes_bytes_through_without_decoding(small_city: tuple) -> None:
@@ -151,7 +152,7 @@ def test_untouched_subscription_passes_bytes_through_without_decoding(small_city
     assert [r.value["status"] for r in offline_records] == ["OFFLINE", "OFFLINE"]
     assert set(offline_records[0].value) == {"camera_id", "status", "reported_at"}
 
-    dead = _read_raw(settings, router_dlq_topic(topology))
+    dead = _read_raw(settings, router_dlq_topic(topology.namespace))
     assert len(dead) == 1
     headers = dict(dead[0].headers())
     assert dead[0].value() == garbage

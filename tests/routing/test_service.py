@@ -20,13 +20,13 @@ from bus.demo.samples import GENERATORS
 from bus.kafka.admin import delete_topics
 from bus.kafka.config import KafkaSettings
 from bus.publish import Publisher
-from bus.routing.router import router_dlq_topic
 from bus.routing.service import RoutingService
 from bus.topology.exceptions import TopologyInvalid
-from bus.topology.loader import load_topology
-from bus.topology.published import Bundle, publish_topology, topology_topic
+from bus.topology.names import topology_topic
+from bus.topology.published import Bundle, publish_topology
 from tests.fixtures.city import REPO
 from tests.routing.test_router import wait_until
+from bus.topology.validate import load_topology
 
 ENV = {"BUS_HASH_MASTER_KEY": "service-test"}
 

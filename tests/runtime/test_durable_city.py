@@ -34,10 +34,10 @@ from bus.demo.samples import sample
 from bus.kafka.broker import free_port
 from bus.kafka.config import KafkaSettings
 from bus.publish import Publisher
-from bus.topology.loader import load_topology
 from tests.connectors.population_table import CREATE, insert, person
 from tests.connectors.services import Database, database  # noqa: F401 (fixture)
 from tests.fixtures.city import write_city_topology
+from bus.topology.validate import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 CAMERA = "CAM-NH-00042"

@@ -25,11 +25,11 @@ import pytest
 from bus.kafka.broker import free_port
 from bus.kafka.config import KafkaSettings
 from bus.ops.metrics import BusMonitor
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
+from bus.topology.validate import load_topology
 from bus.web.ops import OpsServer
 from bus.web.page import PageServer, PageState
-from bus.web.serving import ServeError
+from bus.serving import ServeError
 from tests.connectors.support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ import bus.cli.web  # noqa: F401  (adds `bus graph` to the app)
 from bus.cli.app import app
 from bus.topology.exceptions import TopologyError
 from bus.topology.graph import render_svg
-from bus.topology.loader import load_topology
 from bus.topology.models import Topology
+from bus.topology.validate import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"

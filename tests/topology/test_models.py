@@ -22,7 +22,8 @@ from bus.topology import (
     UnknownName,
     load_topology,
 )
-from bus.topology.models import conditions, narrows
+from bus.topology.filters import conditions
+from bus.topology.models import narrows
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -189,11 +190,12 @@ def test_start(start: str, ok: bool) -> None:
 
 def test_every_field_is_documented_with_examples() -> None:
     """Field descriptions and examples generate help and docs."""
-    from bus.topology import models
+    from bus.topology import filters, linkage, models
 
-    classes = [c for c in vars(models).values() if isinstance(c, type) and issubclass(c, BaseModel)
-               and c.__module__ == models.__name__ and not c.__name__.startswith("_")]
-    assert len(classes) >= 9
+    classes = [c for module in (models, filters, linkage) for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, BaseModel) and c.__module__ == module.__name__
+               and not c.__name__.startswith("_")]
+    assert len(classes) >= 10
     for cls in classes:
         for name, field in cls.model_fields.items():
             assert field.description and field.examples, f"{cls.__name__}.{name}"

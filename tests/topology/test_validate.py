@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bus.connectors.registry import KIT_CHECKS
 from bus.topology import Problem, TopologyInvalid, load_topology, validate_topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +109,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def planted_problems(planted: Path) -> list[Problem]:
-    return validate_topology(planted)
+    return validate_topology(planted, KIT_CHECKS)
 
 
 @pytest.mark.parametrize(("line", "col", "fragment"), PLANTED, ids=[f"{ln}:{c}" for ln, c, _ in PLANTED])
@@ -135,7 +136,7 @@ def test_load_raises_with_every_problem_but_the_type_not_installed(planted: Path
     # The router, the processors and the page load the city and run no connector: whether a
     # connector's type is installed is for the host that runs it (and for `bus validate`).
     with pytest.raises(TopologyInvalid) as caught:
-        load_topology(planted)
+        load_topology(planted, KIT_CHECKS)
     assert len(caught.value.problems) == len(PLANTED) - 1
     assert not any("mqtt_sorce" in p.message for p in caught.value.problems)
     assert str(caught.value).startswith(f"{len(PLANTED) - 1} problem(s) in {planted}")
@@ -146,7 +147,7 @@ def test_load_raises_with_every_problem_but_the_type_not_installed(planted: Path
 
 
 def _only(path: Path) -> Problem:
-    problems = validate_topology(path)
+    problems = validate_topology(path, KIT_CHECKS)
     assert len(problems) == 1, problems
     return problems[0]
 
@@ -198,7 +199,7 @@ def test_duplicate_mapping_keys_are_problems_with_their_line(tmp_path: Path) -> 
         "departments:\n  - name: police\n    title: P\n    title: Q\nversion: 1\n",
         encoding="utf-8",
     )
-    problems = validate_topology(path)
+    problems = validate_topology(path, KIT_CHECKS)
     assert [(p.line, p.col) for p in problems] == [(4, 3), (9, 5), (10, 1)]
     assert problems[0].message == (
         "duplicate key 'name': it is already set at line 3 of this mapping; keep only one of them "
@@ -326,8 +327,8 @@ def test_a_connector_type_not_installed_is_a_problem_at_its_line(tmp_path: Path,
 
 
 def test_an_installed_connector_type_passes_and_its_config_is_checked(tmp_path: Path) -> None:
-    assert validate_topology(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source"))) == []
-    problems = validate_topology(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source").replace("topics:", "topic:")))
+    assert validate_topology(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source")), KIT_CHECKS) == []
+    problems = validate_topology(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source").replace("topics:", "topic:")), KIT_CHECKS)
     assert [(p.line, p.col) for p in problems] == [(14, 13), (14, 14)], problems
     assert "missing required key 'topics'" in problems[0].message
     assert "unknown key 'topic' (did you mean 'topics'?)" in problems[1].message
@@ -357,3 +358,14 @@ def test_bus_validate_prints_the_type_not_installed_with_its_line(tmp_path: Path
     ok = subprocess.run([sys.executable, "-m", "bus", "validate", str(REPO / "topology.yaml")], capture_output=True,
                         text=True, timeout=120, check=False)
     assert (ok.returncode, ok.stdout.strip()) == (0, f"{REPO / 'topology.yaml'}: OK"), ok
+
+
+def test_connector_settings_are_checked_by_the_kit_only_where_it_is_given(tmp_path: Path) -> None:
+    # The topology package cannot import the connector kit (the kit builds on it): bus validate,
+    # bus up, bus apply and the connector commands hand it the kit's checks; a router loads the
+    # city without them.
+    path = _write(tmp_path, SOURCE.replace("TYPE", "mqtt_source").replace("topics:", "topic:"))
+    assert load_topology(path).connectors[0].type == "mqtt_source"
+    with pytest.raises(TopologyInvalid, match="unknown key 'topic'"):
+        load_topology(path, KIT_CHECKS)
+    assert validate_topology(path) == []

@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.connectors.compacted import CompactedTopic
+from bus.kafka.compacted import CompactedTopic
 from bus.connectors.status import now_iso
 from bus.kafka.admin import delete_topics
 from bus.ops.metrics import BusMonitor
 from bus.topology.models import topic_name
-from bus.web.page import CAMERA_AVAILABILITY_TOPIC, ClusterProvider, PageServer, PageState
+from bus.topology.names import AVAILABILITY_TOPIC
+from bus.web.page import ClusterProvider, PageServer, PageState
 from tests.fixtures.city import City
 from tests.ops import figures_data as data
 from tests.ops.helpers import wait_until
@@ -30,7 +31,7 @@ def figures_page(city: City) -> Iterator[tuple[PageServer, ClusterProvider, BusM
     the data set's "now"."""
     topo, settings = city.topology, city.settings
     assert data.write_known_records(topo, settings) == data.RECORDS
-    cameras = topic_name(topo.namespace, CAMERA_AVAILABILITY_TOPIC)
+    cameras = topic_name(topo.namespace, AVAILABILITY_TOPIC)
     n = data.Names.of(topo)
     availability = CompactedTopic(settings, cameras).ensure()
     availability.put("all", {"online": 226, "total": 300, "ratio": 0.753333, "at": now_iso()})

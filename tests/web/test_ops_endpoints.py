@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bus.kafka.config import KafkaSettings
 from bus.ops.metrics import BusMonitor
 from bus.web.ops import OpsServer, broker_check, registry_check
-from bus.web.serving import ServeError
+from bus.serving import ServeError
 
 
 def test_probes_and_metrics(registry_settings: KafkaSettings) -> None:

@@ -22,25 +22,22 @@ from typer.testing import CliRunner, Result
 
 import bus.cli.web  # noqa: F401  (adds `bus web` and `bus graph` to the app)
 from bus.cli.app import app
-from bus.connectors.compacted import AckedProducer, CompactedTopic
-from bus.connectors.dlq import dlq_topic
-from bus.connectors.status import ConnectorStatus, StatusStore, now_iso, status_topic
+from bus.kafka.compacted import AckedProducer, CompactedTopic
+from bus.connectors.status import ConnectorStatus, StatusStore, now_iso
 from bus.kafka.admin import TopicSpec, admin, delete_topics, ensure_topics
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
-from bus.ops.lag import bus_groups, connector_group, router_group
-from bus.routing.router import router_dlq_topic
+from bus.ops.lag import bus_groups
 from bus.topology.models import Topology, topic_name
-from bus.web.page import (
-    CAMERA_AVAILABILITY_TOPIC,
-    ClusterProvider,
-    DeadLetterCounter,
-    LagHistory,
-    LagPoint,
-    PageServer,
-    PageState,
-    StreamLag,
+from bus.topology.names import (
+    AVAILABILITY_TOPIC,
+    connector_group,
+    dlq_topic,
+    router_dlq_topic,
+    router_group,
+    status_topic,
 )
-from bus.web.serving import ServeError
+from bus.web.page import ClusterProvider, DeadLetterCounter, LagHistory, LagPoint, PageServer, PageState, StreamLag
+from bus.serving import ServeError
 from tests.fixtures.city import City
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,8 +89,8 @@ def live_city(city: City) -> Iterator[LiveCity]:
     lagging = topo.subscription(topo.connector(LAGGING).subscription or "").topic
     caught_up = topo.subscription(topo.connector(CAUGHT_UP).subscription or "").topic
     dlq = dlq_topic(ns, LAGGING)
-    cameras = topic_name(ns, CAMERA_AVAILABILITY_TOPIC)
-    extra = [dlq, router_dlq_topic(topo), status_topic(ns), cameras]
+    cameras = topic_name(ns, AVAILABILITY_TOPIC)
+    extra = [dlq, router_dlq_topic(topo.namespace), status_topic(ns), cameras]
     groups = [connector_group(ns, LAGGING), connector_group(ns, CAUGHT_UP)]
     ensure_topics(settings, [TopicSpec(lagging), TopicSpec(caught_up), TopicSpec(dlq)])
     now_ms = int(time.time() * 1000)

@@ -17,10 +17,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from bus.connectors.exceptions import OffsetStoreError
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
-from bus.kafka.exceptions import DeliveryFailed
+from bus.kafka.exceptions import CompactedReadError, DeliveryFailed
 
 Headers = list[tuple[str, bytes]]
 
@@ -87,7 +86,7 @@ def read_to_end(settings: KafkaSettings, topic: str, *, timeout_s: float | None 
         deadline = time.monotonic() + timeout
         while ends:
             if time.monotonic() > deadline:
-                raise OffsetStoreError(f"could not read {topic} to its end within {timeout:g} s")
+                raise CompactedReadError(f"could not read {topic} to its end within {timeout:g} s")
             msg = consumer.poll(0.2)
             if msg is None or msg.error() is not None:
                 continue
@@ -95,7 +94,7 @@ def read_to_end(settings: KafkaSettings, topic: str, *, timeout_s: float | None 
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                 ends.pop(msg.partition(), None)
     except KafkaException as exc:
-        raise OffsetStoreError(f"could not read {topic}: {exc.args[0].str()}") from exc
+        raise CompactedReadError(f"could not read {topic}: {exc.args[0].str()}") from exc
     finally:
         consumer.close()
 
