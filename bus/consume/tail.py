@@ -88,7 +88,7 @@ def tail(
             at_end = exit_at_end and _reached(consumer, ends)
             # At the ends, only what was already fetched: on the embedded broker a high
             # watermark is the last batch's base offset + 1, and the rest of that batch came
-            # in the same fetch (BROKER.md; departments' records are batched there).
+            # in the same fetch (docs/embedded-broker.md; departments' records are batched there).
             msg = consumer.poll(AT_END_POLL_S if at_end else 0.2)
             if at_end and msg is None:
                 return

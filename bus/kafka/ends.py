@@ -1,5 +1,5 @@
 """The real ends of partitions on the embedded broker, whose high watermark is the last
-record batch's base offset + 1 (BROKER.md): read that last batch, and its last record + 1 is
+record batch's base offset + 1 (docs/embedded-broker.md): read that last batch, and its last record + 1 is
 the end. faust's table recovery reads a changelog up to the end it is given, so the
 processors' transport asks here instead of trusting the broker (``bus.kafka.faust_transport``);
 with that, what faust writes need not be single-record batches.

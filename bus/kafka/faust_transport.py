@@ -26,7 +26,7 @@ at 100. The processors read every alarm and status, so that wait was theirs on e
 
 faust's table recovery reads each changelog partition up to its high watermark, which the
 embedded broker reports as the last batch's base offset + 1: with batched changelogs a
-restarted worker came back with 991 of 1,000 counts (BROKER.md). The worker consumer here
+restarted worker came back with 991 of 1,000 counts (docs/embedded-broker.md). The worker consumer here
 answers with the real ends (:func:`bus.kafka.ends.ends_past_last_batch`), so faust's producer
 may batch.
 """

@@ -1,7 +1,7 @@
 """Burrow's consumer status rules, as pure functions over a window of commits.
 
 A partition's window holds its last N commits (default 10), each with the committed
-offset, the commit time and the lag at that time. The rules (CONVENTIONS.md):
+offset, the commit time and the lag at that time. The rules (docs/operations.md, "Statuses: Burrow's rules"):
 
 - OK if the current lag is 0 or any lag in the window is 0;
 - otherwise the first rule that matches, in this order:

@@ -39,7 +39,7 @@ def produce(
 ) -> list[int]:
     """``count`` records to one partition, record i stamped ``first_ms + i * step_ms``.
     One flush per record: on the embedded broker the high watermark is right only for
-    single-record batches (BROKER.md); producer_config's embedded profile does the rest."""
+    single-record batches (docs/embedded-broker.md); producer_config's embedded profile does the rest."""
     producer = Producer(producer_config(settings, client_id="lag-test-producer"))
     stamps = [first_ms + i * step_ms for i in range(count)]
     for i, stamp in enumerate(stamps):

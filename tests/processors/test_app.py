@@ -167,7 +167,7 @@ def wait_for_restarted_worker(settings: KafkaSettings, publisher: Publisher, cha
                               within_s: float = 90) -> None:
     """Wait until a restarted worker processes records again (it has recovered and sought its
     committed offsets). A record published while it starts can be lost (faust-streaming #216,
-    see the README: 3 of 120 alarms once, a whole probe in another run), so a probe goes out
+    3 of 120 alarms once, a whole probe in another run), so a probe goes out
     every 10 s, each on a camera of its own, until one reaches the camera table's changelog.
     Only this call's probes count: the changelog still holds those an earlier worker processed."""
     prefix = f"CAM-PROBE-{uuid.uuid4().hex[:8].upper()}-"

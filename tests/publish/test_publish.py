@@ -195,7 +195,7 @@ def _published_offsets(settings: KafkaSettings, topic: str, partition: int, coun
 def test_published_records_are_batched_on_the_embedded_broker_unless_asked(city: City, exact_data: bool) -> None:
     """What departments publish goes in multi-record batches (the embedded broker's cost per
     fetch grows with every batch stored); its high watermark then reads low by the last
-    batch (BROKER.md), which only the lag figures see. Every record is still there."""
+    batch (docs/embedded-broker.md), which only the lag figures see. Every record is still there."""
     if not city.settings.embedded:
         pytest.skip("batching workarounds apply to the embedded broker only")
     settings = city.settings.model_copy(update={"exact_data_watermarks": exact_data})

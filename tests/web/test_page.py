@@ -58,7 +58,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, step_
 
 
 def produce(settings: KafkaSettings, topic: str, count: int, *, first_ms: int, step_ms: int = 1000) -> None:
-    """One flush per record: the embedded broker's high watermark is right only then (BROKER.md)."""
+    """One flush per record: the embedded broker's high watermark is right only then (docs/embedded-broker.md)."""
     producer = Producer(producer_config(settings, client_id="page-test-producer"))
     for i in range(count):
         producer.produce(topic, value=f"record {i}".encode(), partition=0, timestamp=first_ms + i * step_ms)
