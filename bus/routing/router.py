@@ -6,13 +6,9 @@ duplicates a routed record on a broker that implements transactions. On Kafka th
 offsets are committed through a transaction only, a batch without outputs included (a
 transaction of offsets only).
 
-The embedded broker hides open transactions from read_committed readers but shows the
-records of *aborted* ones (a killed router's open transaction is aborted when its
-successor fences it). On that profile the router therefore also recovers by source
-position: every output carries ``bus_src`` (canonical topic, partition, offset), and when
-a canonical partition is assigned the router reads the tail of each output partition and
-skips outputs that are already visible. With Kafka proper that scan is not needed (aborted
-records are invisible) and is skipped.
+On a broker that shows the records of aborted transactions (the embedded one, see
+:mod:`bus.kafka.engine`) the router also recovers by source position
+(:mod:`bus.routing.recovery`); on Apache Kafka it does not need to.
 """
 
 from __future__ import annotations
@@ -34,9 +30,11 @@ from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config, router_commit_interval_s
 from bus.kafka.consuming import take_batch
+from bus.kafka.engine import engine_of
 from bus.registry.client import registry_client
 from bus.retry import retry_call
 from bus.routing.exceptions import RoutingError
+from bus.routing.recovery import SRC_HEADER, VisibleOutputs
 from bus.routing.plan import Route, build_routes
 from bus.schemas import wire
 from bus.schemas.catalog import schema_json
@@ -47,7 +45,6 @@ from bus.topology.names import router_dlq_topic, router_group
 
 log = structlog.get_logger(__name__)
 
-SRC_HEADER = "bus_src"
 #: Records per transaction at most. A batch is only as big as what arrived meanwhile, so
 #: this costs nothing at a steady pace; behind, a transaction's commit (a round trip or
 #: more, slower on a busy broker) is shared by more records. At 500 the soak's router
@@ -141,7 +138,9 @@ class Router:
         self._on_batch = on_batch
         self.monitor = monitor
         self._reported: dict[str, int] = {}
-        self._skip: dict[tuple[str, int], int] = {}  # (output topic, partition) -> source offset
+        self.engine = engine_of(settings)
+        #: outputs an aborted transaction left visible, on a broker that shows them
+        self._visible = VisibleOutputs(settings, batch_size) if self.engine.shows_aborted_records else None
         self._not_before: dict[tuple[str, int], int] = {}  # (canonical topic, partition) -> start, ms
         self._start_ms: dict[str, int | None] = {}  # canonical topic -> start of a new group's position
         self._registry = registry_client(settings)
@@ -239,8 +238,7 @@ class Router:
         fresh = [tp for tp in committed if tp.offset < 0 and self._start_ms.get(tp.topic, -1) != -1]
         if fresh:
             self._start_fresh(consumer, committed, fresh)
-        if self.settings.embedded:
-            self._recover({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed})
+        self._find_visible(committed)
         log.info("router assigned", group=self.group, partitions=len(partitions))
         self.assigned.set()
 
@@ -254,7 +252,7 @@ class Router:
                 self._not_before[(tp.topic, tp.partition)] = start_ms
         timed = [TopicPartition(tp.topic, tp.partition, self._start_ms[tp.topic]) for tp in fresh
                  if self._start_ms[tp.topic] is not None]
-        if timed and not self.settings.embedded:  # the embedded broker answers 0 to every time query
+        if timed and self.engine.answers_offsets_for_times:
             for tp in consumer.offsets_for_times(timed, timeout=self.settings.connect_timeout_s):
                 if tp.offset >= 0:
                     positions[(tp.topic, tp.partition)] = tp.offset
@@ -267,75 +265,10 @@ class Router:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned.clear()
 
-    def _recover(self, committed: dict[tuple[str, int], int]) -> None:
-        """Find outputs of the assigned canonical partitions, at or after their committed
-        offsets, that are already visible (aborted transactions' records, on the embedded
-        broker), so that they are not written again.
-
-        Output partition p of a route holds only the outputs of source partition p, in
-        source order. Reading it backwards, page by page, until an output of an input
-        before the committed offset (or the start of the log) therefore finds every
-        visible output of uncommitted inputs, however many aborts left them there."""
-        pending = {
-            (route.topic, p): (src_topic, c)
-            for (src_topic, p), c in committed.items()
-            for route in self._by_topic[src_topic][1]
-        }
-        reader = Consumer(
-            consumer_config(self.settings, group_id="bus-router-recovery", client_id="bus-router-recovery")
-        )
-        try:
-            upper = {}
-            for out in pending:
-                low, high = reader.get_watermark_offsets(TopicPartition(*out), timeout=self.settings.connect_timeout_s)
-                upper[out] = (low, high)
-            while pending:
-                pages = {out: (max(low, high - self.batch_size), high) for out, (low, high) in upper.items() if out in pending}
-                pages = {out: page for out, page in pages.items() if page[1] > page[0]}
-                for out in [o for o in pending if o not in pages]:
-                    del pending[out]  # empty, or read back to the start of the log
-                if not pages:
-                    break
-                found = self._read_pages(reader, pages)
-                for out, sources in found.items():
-                    src_topic, c = pending[out]
-                    uncommitted = [o for o in sources if o >= c]
-                    if uncommitted:
-                        self._skip[out] = max(self._skip.get(out, -1), max(uncommitted))
-                        log.info("router recovery: skipping visible outputs of uncommitted inputs",
-                                 output=f"{out[0]}[{out[1]}]", up_to_source_offset=self._skip[out])
-                    if len(uncommitted) < len(sources) or pages[out][0] == upper[out][0]:
-                        del pending[out]  # reached a committed output, or the log start
-                    else:
-                        upper[out] = (upper[out][0], pages[out][0])  # all uncommitted: read further back
-        finally:
-            reader.close()
-
-    def _read_pages(
-        self, reader: Consumer, pages: dict[tuple[str, int], tuple[int, int]]
-    ) -> dict[tuple[str, int], list[int]]:
-        """The source offsets (``bus_src``) of the records in each output page."""
-        found: dict[tuple[str, int], list[int]] = {out: [] for out in pages}
-        reader.assign([TopicPartition(t, q, start) for (t, q), (start, _) in pages.items()])
-        remaining = set(pages)
-        deadline = time.monotonic() + self.settings.connect_timeout_s + 30
-        while remaining and time.monotonic() < deadline:
-            for msg in take_batch(reader, 1000, 0.2):
-                out = (msg.topic(), msg.partition())
-                if msg.error() or out not in remaining or msg.offset() >= pages[out][1]:
-                    continue
-                for key, value in msg.headers() or []:
-                    if key == SRC_HEADER and value:
-                        found[out].append(int(value.rsplit(b":", 1)[1]))
-            for tp in reader.position([TopicPartition(t, q) for t, q in remaining]):
-                if tp.offset >= pages[(tp.topic, tp.partition)][1]:
-                    remaining.discard((tp.topic, tp.partition))
-        reader.unassign()
-        if remaining:
-            raise RoutingError(
-                f"router recovery could not read {len(remaining)} output partition(s) in time; restart the router"
-            )
-        return found
+    def _find_visible(self, committed: list[TopicPartition]) -> None:
+        if self._visible is not None:
+            outputs = {src: [route.topic for route in routes] for src, (_, routes) in self._by_topic.items()}
+            self._visible.find({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}, outputs)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -418,7 +351,7 @@ class Router:
             # offsets, that committed a position past records the group had not read (a soak on
             # Kafka lost the last alarms of some partitions); only real positions are committed.
             positions = [tp for tp in self._consumer.position(self._consumer.assignment()) if tp.offset >= 0]
-            if not self._in_transaction and not self.settings.embedded:
+            if not self._in_transaction and self.engine.keeps_offsets_only_transactions:
                 # No outputs: the position still goes through a transaction (of offsets only),
                 # so input offsets are never committed any other way.
                 producer.begin_transaction()
@@ -500,8 +433,8 @@ class Router:
         committed = self._consumer.committed(self._consumer.assignment(), timeout=self.settings.connect_timeout_s)
         for tp in committed:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
-        if aborting and self.settings.embedded:  # the aborted outputs stay visible there: do not write them again
-            self._recover({(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed})
+        if aborting:  # where the aborted outputs stay visible, they are not written again
+            self._find_visible(committed)
 
     def _route_one(self, msg: Message) -> None:
         assert self._producer is not None
@@ -533,7 +466,7 @@ class Router:
             # The output keeps the source partition: per-key order holds (a key has one source
             # partition) even where the key itself is masked, and each output partition holds
             # the outputs of one source partition only, which bounds recovery exactly.
-            if self._skip and self._skip.get((route.topic, partition), -1) >= offset:
+            if self._visible is not None and self._visible.already_written(route.topic, partition, offset):
                 self.stats.skipped_on_recovery += 1
                 continue
             self._produce(route.topic, partition, out_key, out_value, route.headers_for(headers, out_key))
