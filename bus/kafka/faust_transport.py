@@ -48,6 +48,20 @@ from bus.kafka.config import KafkaSettings
 from bus.kafka.ends import ends_past_last_batch
 from bus.kafka.exceptions import KafkaError
 
+#: The versions these patches were written and tested for. They override private methods of
+#: faust's aiokafka driver (``Consumer._getmany``, ``resume_flow``, ``perform_seek``,
+#: ``_new_consumer_thread``; ``AIOKafkaConsumerThread._create_worker_consumer``,
+#: ``_highwaters``) and set aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``:
+#: tests/kafka/test_faust_transport.py fails on any other version, so that they are read again
+#: before an upgrade.
+WRITTEN_FOR = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+#: The private methods overridden here, by class.
+OVERRIDDEN = {
+    driver.Consumer: ("_getmany", "perform_seek", "resume_flow", "_new_consumer_thread", "on_partitions_assigned",
+                      "resume_partitions", "pause_partitions"),
+    driver.AIOKafkaConsumerThread: ("_create_worker_consumer", "_highwaters"),
+}
+
 
 class FlowSafeConsumer(driver.Consumer):
     """faust's consumer, except that after an assignment the stream partitions are fetched

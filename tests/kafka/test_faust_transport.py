@@ -8,6 +8,8 @@ millisecond; the fault test (``tests/e2e/test_faults.py``) meets them with real 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import inspect
 from collections.abc import Iterator
 
 import aiokafka
@@ -16,10 +18,10 @@ import pytest
 from faust.types import TP
 
 from bus.kafka.config import EMBEDDED_FETCH_WAIT_MS, KafkaSettings
-from bus.kafka.faust_transport import FlowSafeConsumer, processors_transport
+from bus.kafka.faust_transport import OVERRIDDEN, WRITTEN_FOR, FlowSafeConsumer, processors_transport
 from bus.processors.app import build_app
-from tests.fixtures.city import REPO
 from bus.topology.validate import load_topology
+from tests.fixtures.city import REPO
 
 # faust's transport holds on both engines.
 pytestmark = pytest.mark.embedded
@@ -154,3 +156,14 @@ def test_stream_partitions_are_fetched_only_after_the_seek_and_the_flow_resumed(
     loop.run_until_complete(consumer.perform_seek())
     consumer.resume_flow()
     assert alarms in consumer._get_active_partitions()
+
+
+def test_the_patches_run_on_the_faust_and_aiokafka_they_were_written_for() -> None:
+    # Upgrading either: read bus/kafka/faust_transport.py against the new driver first, then
+    # move WRITTEN_FOR. A private method renamed or reshaped would break the patches quietly.
+    installed = {name: importlib.metadata.version(name) for name in WRITTEN_FOR}
+    assert installed == WRITTEN_FOR, f"faust's patches were written for {WRITTEN_FOR}, {installed} is installed"
+    for cls, names in OVERRIDDEN.items():
+        for name in names:
+            assert callable(getattr(cls, name, None)), f"{cls.__name__}.{name} is gone"
+    assert "_fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
