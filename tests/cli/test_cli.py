@@ -103,6 +103,7 @@ def test_unreachable_broker_names_the_address(city: City) -> None:
     assert "127.0.0.1:1" in err and "Traceback" not in err
 
 
+@pytest.mark.integration
 def test_up_demo_starts_broker_and_registry_and_publishes_every_type(tmp_path: Path) -> None:
     result = run(
         ["up", "--demo", "--samples", "2", "--exit-after-start",

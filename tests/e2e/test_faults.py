@@ -76,6 +76,8 @@ from tests.routing.test_router import _read_raw
 from bus.topology.names import connector_group, router_group
 from bus.topology.validate import load_topology
 
+pytestmark = pytest.mark.integration  # starts its own brokers
+
 KILLS_PER_PART = 7
 HASH_KEY = "faults-test"
 WEBHOOKS = {  # connector -> the env variable of its HMAC key

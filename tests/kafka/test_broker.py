@@ -13,7 +13,7 @@ from bus.kafka.config import KafkaSettings, consumer_config, producer_config
 from bus.kafka.exceptions import BrokerUnreachable, EmbeddedBrokerError
 
 # The embedded broker's own tests: CI's embedded run takes them too.
-pytestmark = pytest.mark.embedded
+pytestmark = [pytest.mark.embedded, pytest.mark.integration]
 
 
 def test_start_serve_and_stop_on_a_free_port() -> None:

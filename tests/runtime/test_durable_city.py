@@ -39,6 +39,8 @@ from tests.connectors.services import Database, database  # noqa: F401 (fixture)
 from tests.fixtures.city import write_city_topology
 from bus.topology.validate import load_topology
 
+pytestmark = pytest.mark.integration  # starts its own brokers
+
 REPO = Path(__file__).resolve().parents[2]
 CAMERA = "CAM-NH-00042"
 

@@ -58,6 +58,7 @@ def test_part_names_must_be_unique(tmp_path: Path) -> None:
         Supervisor([_spec(tmp_path, "a", SLEEPER), _spec(tmp_path, "a", SLEEPER)])
 
 
+@pytest.mark.integration
 def test_parts_and_the_broker_are_out_of_reach_of_the_terminals_ctrl_c(tmp_path: Path) -> None:
     """Ctrl-C signals the terminal's whole foreground process group. The parts and the
     embedded broker have sessions of their own, so only `bus up` gets it and stops them in

@@ -148,6 +148,7 @@ def web_command(kafka_settings: KafkaSettings) -> Iterator[subprocess.Popen[str]
     child.wait(20)
 
 
+@pytest.mark.integration
 def test_bus_web_beyond_loopback_serves_only_with_the_token(web_command: subprocess.Popen[str]) -> None:
     assert web_command.stdout is not None
     line = wait_until(web_command.stdout.readline, 30, "`bus web` to say where it serves")

@@ -58,6 +58,8 @@ from tests.connectors.support import (
 )
 from tests.fixtures.city import City
 
+pytestmark = pytest.mark.integration  # starts its own brokers
+
 REPO = Path(__file__).resolve().parents[2]
 BUS = [sys.executable, "-m", "bus"]
 
