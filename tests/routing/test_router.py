@@ -180,14 +180,15 @@ def _read_raw(settings: KafkaSettings, topic: str) -> list:
         ends = {p: end for (_, p), end in ends_past_last_batch(settings, reported).items()}
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while True:
             positions = consumer.position([TopicPartition(topic, p) for p in partitions])
             if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions):
-                break
+                return out
+            if time.monotonic() > deadline:  # a partial read would pass for a short topic
+                raise AssertionError(f"read {len(out)} records of {topic} in 20 s, not to its ends {ends}")
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error():
                 out.append(msg)
-        return out
     finally:
         consumer.close()
 
