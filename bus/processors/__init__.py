@@ -1,7 +1,7 @@
 """Stateful processors of the city (faust-streaming): the camera registry and enrichment,
 alarm storms and network flaps, linkage, the maintenance SLA and fleet availability. Pure
 logic lives in ``cameras``, ``storms``, ``linkage`` and ``sla``; the faust app that runs it
-against the broker is built by ``app.build_app(topology, settings)``."""
+against the broker is :class:`app.CityProcessors` (``app.build_app(topology, settings)``)."""
 
 from bus.processors.cameras import CameraInfo, enrich_alarm, load_camera_file
 from bus.processors.exceptions import CameraImportError, ProcessorError

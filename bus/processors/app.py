@@ -188,261 +188,278 @@ def _scratch_folder(name: str) -> str:
     return folder
 
 
-def build_app(
-    topology: Topology,
-    settings: KafkaSettings,
-    *,
-    storms: StormConfig | None = None,
-    idle_flush_s: float | None = 30.0,
-    linkage: bool = True,
-    sla: SlaPolicy | None = None,
-    monitor: AvailabilityMonitor | None = None,
-    availability_interval_s: float = 5.0,
-    tick_ms: int = 60_000,
-) -> faust.App:
-    """The processors' faust app. ``idle_flush_s``: close every open storm window when no
-    alarm arrived for that long (wall clock, only so that a quiet city's last storm updates and
-    offline alarms awaiting the flap decision are not held forever; window membership is always
-    event time; no other alarm waits for it). None: never.
-    ``linkage``: apply the topology's linkage rules to the published alarms. ``sla``: the
-    maintenance deadlines (default: the topology's CAMERA_FAULT linkage rule, else 24 h / 72 h).
-    ``monitor``: receives the fleet availability. ``tick_ms``: event time between SLA ticks."""
-    topics = processor_topics(topology)
-    app = faust.App(
-        app_id(topology),
-        **faust_settings(settings),
-        store="memory://",
-        web_enabled=False,
-        autodiscover=False,
-        # the camera table's keys (camera ids) and values are JSON; every topic says "raw" itself
-        # (with raw table keys, faust's changelog recovery fails: "Expecting value: line 1 column 1")
-        key_serializer="json",
-        value_serializer="json",
-        topic_partitions=topics.status_partitions,
-        topic_replication_factor=1,
-        # faust commits every 2.8 s by default: the group's time lag never read under ~3 s,
-        # above the bus's 2 s target, even when idle. Every 0.5 s costs two commits a second
-        # and keeps the committed position within half a second of the work done.
-        broker_commit_interval=0.5,
-        broker_credentials=faust_credentials(settings),
-        # no agent or timer runs on the leader only: no `<app id>-__assignor-__leader` topic, which
-        # faust would make itself (the bus's principal may not create topics)
-        topic_disable_leader=True,
-        # the memory store keeps nothing on disk, but faust makes its folders: a temporary one,
-        # not `<app id>-data` in the working directory
-        datadir=_scratch_folder(app_id(topology)),
-    )
-    # before the first topic: app.topic() builds the transport
-    app.transport = processors_transport(settings, faust_fetch_wait_ms(settings))(app.conf.broker_consumer, app)
-    status_topic = app.topic(topics.statuses, key_serializer="raw", value_serializer="raw")
-    import_topic = app.topic(topics.camera_import, key_serializer="raw", value_serializer="raw")
-    alarm_topic = app.topic(topics.alarms, key_serializer="raw", value_serializer="raw")
-    enriched_topic = app.topic(topics.enriched, key_serializer="raw", value_serializer="raw")
-    case_topic = app.topic(topology.event_type("city_case").topic, key_serializer="raw", value_serializer="raw")
-    sla_topic = app.topic(topics.sla, key_serializer="raw", value_serializer="raw")
-    availability_topic = app.topic(topics.availability, key_serializer="raw", value_serializer="raw")
-    case_encoder = DerivedEncoder(topology, settings, "city_case", topology.event_type("city_case").topic)
-    cameras = app.Table(CAMERAS_TABLE, default=None, partitions=topics.status_partitions)
-    sla_table = app.Table(SLA_TABLE, default=None, partitions=topics.status_partitions)
-    decoder = Decoder(registry_client(settings))
-    encoder = DerivedEncoder(topology, settings, "camera_alarm", topics.enriched)
-    windows = app.tables.add(WindowsTable(app, name=WINDOWS_TABLE, default=None, beacon=app.tables.beacon,
-                                          partitions=topics.alarm_partitions,
-                                          help="Open storm and flap windows' unpublished alarms."))
-    merger = StormMerger(storms, store=windows)
-    app.sensors.add(_WindowsWriter(merger))
-    #: sends of emissions that publish store entries, and those entries: forgotten once acknowledged
-    unsettled: list[tuple[list[Any], tuple[tuple[str, int], ...]]] = []
-    rules = compile_rules(topology) if linkage else ()
-    tracker = SlaTracker(sla_table, sla or SlaPolicy.from_topology(topology))
-    last_alarm = [time.monotonic()]
-    last_tick: list[int | None] = [None]
-    reporter = AvailabilityReporter(monitor)
+class CityProcessors:
+    """The processors' faust app (:attr:`app`): one method per agent and timer, their state in
+    attributes. ``idle_flush_s``: close every open storm window when no alarm arrived for that
+    long (wall clock, only so that a quiet city's last storm updates and offline alarms awaiting
+    the flap decision are not held forever; window membership is always event time; no other
+    alarm waits for it). None: never. ``linkage``: apply the topology's linkage rules to the
+    published alarms. ``sla``: the maintenance deadlines (default: the topology's CAMERA_FAULT
+    linkage rule, else 24 h / 72 h). ``monitor``: receives the fleet availability. ``tick_ms``:
+    event time between SLA ticks."""
 
-    def update(key: str, newer: CameraInfo) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        settings: KafkaSettings,
+        *,
+        storms: StormConfig | None = None,
+        idle_flush_s: float | None = 30.0,
+        linkage: bool = True,
+        sla: SlaPolicy | None = None,
+        monitor: AvailabilityMonitor | None = None,
+        availability_interval_s: float = 5.0,
+        tick_ms: int = 60_000,
+    ) -> None:
+        self.topics = topics = processor_topics(topology)
+        self.tick_ms = tick_ms
+        self.idle_flush_s = idle_flush_s
+        self.app = app = faust.App(
+            app_id(topology),
+            **faust_settings(settings),
+            store="memory://",
+            web_enabled=False,
+            autodiscover=False,
+            # the camera table's keys (camera ids) and values are JSON; every topic says "raw" itself
+            # (with raw table keys, faust's changelog recovery fails: "Expecting value: line 1 column 1")
+            key_serializer="json",
+            value_serializer="json",
+            topic_partitions=topics.status_partitions,
+            topic_replication_factor=1,
+            # faust commits every 2.8 s by default: the group's time lag never read under ~3 s,
+            # above the bus's 2 s target, even when idle. Every 0.5 s costs two commits a second
+            # and keeps the committed position within half a second of the work done.
+            broker_commit_interval=0.5,
+            broker_credentials=faust_credentials(settings),
+            # no agent or timer runs on the leader only: no `<app id>-__assignor-__leader` topic, which
+            # faust would make itself (the bus's principal may not create topics)
+            topic_disable_leader=True,
+            # the memory store keeps nothing on disk, but faust makes its folders: a temporary one,
+            # not `<app id>-data` in the working directory
+            datadir=_scratch_folder(app_id(topology)),
+        )
+        # before the first topic: app.topic() builds the transport
+        app.transport = processors_transport(settings, faust_fetch_wait_ms(settings))(app.conf.broker_consumer, app)
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.status_topic = app.topic(topics.statuses, **raw)
+        self.import_topic = app.topic(topics.camera_import, **raw)
+        self.alarm_topic = app.topic(topics.alarms, **raw)
+        self.enriched_topic = app.topic(topics.enriched, **raw)
+        self.case_topic = app.topic(topics.cases, **raw)
+        self.sla_topic = app.topic(topics.sla, **raw)
+        self.availability_topic = app.topic(topics.availability, **raw)
+        self.cameras = app.Table(CAMERAS_TABLE, default=None, partitions=topics.status_partitions)
+        self.sla_table = app.Table(SLA_TABLE, default=None, partitions=topics.status_partitions)
+        self.windows = app.tables.add(WindowsTable(app, name=WINDOWS_TABLE, default=None, beacon=app.tables.beacon,
+                                                   partitions=topics.alarm_partitions,
+                                                   help="Open storm and flap windows' unpublished alarms."))
+        self.decoder = Decoder(registry_client(settings))
+        self.encoder = DerivedEncoder(topology, settings, "camera_alarm", topics.enriched)
+        self.case_encoder = DerivedEncoder(topology, settings, "city_case", topics.cases)
+        self.merger = StormMerger(storms, store=self.windows)
+        app.sensors.add(_WindowsWriter(self.merger))
+        #: sends of emissions that publish store entries, and those entries: forgotten once acknowledged
+        self.unsettled: list[tuple[list[Any], tuple[tuple[str, int], ...]]] = []
+        self.rules = compile_rules(topology) if linkage else ()
+        self.tracker = SlaTracker(self.sla_table, sla or SlaPolicy.from_topology(topology))
+        self.last_alarm = time.monotonic()
+        self.last_tick: int | None = None
+        self.reporter = AvailabilityReporter(monitor)
+
+        app.agent(self.status_topic, name="camera_status")(self.camera_status)
+        app.agent(self.import_topic, name="camera_import")(self.camera_import)
+        app.agent(self.case_topic, name="city_case")(self.city_case)
+        app.agent(self.sla_topic, name="camera_sla")(self.camera_sla)
+        app.agent(self.alarm_topic, name="camera_alarm")(self.camera_alarm)
+        self.windows.on_recover(self.restore)
+        app.timer(1.0, name="settle_windows")(self.settle_windows)
+        app.timer(availability_interval_s, name="availability")(self.availability)
+        if idle_flush_s is not None:
+            app.timer(max(0.5, idle_flush_s / 4), name="idle_flush")(self.idle_flush)
+        app.on_before_shutdown.connect(self.on_stop)
+        app.on_partitions_revoked.connect(self.on_revoked)
+
+    # -- the camera table ----------------------------------------------------------------------
+
+    def update(self, key: str, newer: CameraInfo) -> None:
         """Merge into the camera's entry; written (a changelog record) only when it changed:
         most statuses are heartbeats."""
-        held = cameras.get(key)
+        held = self.cameras.get(key)
         merged = (CameraInfo.from_json(held).merged(newer) if held else newer).to_json()
         if merged != held:
-            cameras[key] = merged
+            self.cameras[key] = merged
 
-    async def open_cases(cases: list[dict[str, Any]]) -> list[Any]:
-        """Send the cases; returns their sends' futures (done when acknowledged)."""
-        sent = []
-        for case in cases:
-            try:
-                key, value, headers = case_encoder.encode(case, ce_id=case["case_id"])
-            except Exception as exc:
-                log.error("case not encodable", error=str(exc), case_id=case.get("case_id"))
-                continue
-            sent.append(await case_topic.send(key=key, value=value, headers=headers))
-        return sent
-
-    async def tick(at: int) -> None:
-        """Send the SLA clock to every partition when it moved on by ``tick_ms``."""
-        if last_tick[0] is not None and at < last_tick[0] + tick_ms:
-            return
-        last_tick[0] = at
-        value = json.dumps({"tick": at}).encode("utf-8")
-        for partition in range(topics.status_partitions):
-            await sla_topic.send(key=b"tick", value=value, partition=partition)
-
-    @app.agent(status_topic)
-    async def camera_status(stream: Any) -> None:
+    async def camera_status(self, stream: Any) -> None:
         async for event in stream.events():
             try:
-                record = to_json(decoder.decode(event.value))
+                record = to_json(self.decoder.decode(event.value))
                 at = event_time_ms(record["reported_at"])
                 info = camera_from_status(record, at)
             except Exception as exc:  # a bad record is logged and skipped, never fatal
                 log.warning("camera_status record skipped", error=str(exc), offset=event.message.offset)
                 continue
-            update(info.camera_id, info)
-            await open_cases(tracker.status(record))
-            await tick(at)
+            self.update(info.camera_id, info)
+            await self.open_cases(self.tracker.status(record))
+            await self.tick(at)
 
-    @app.agent(import_topic)
-    async def camera_import(stream: Any) -> None:
+    async def camera_import(self, stream: Any) -> None:
         async for event in stream.events():
             try:
                 info = CameraInfo.from_json(json.loads(event.value))
             except Exception as exc:
                 log.warning("camera import record skipped", error=str(exc), offset=event.message.offset)
                 continue
-            update(info.camera_id, info)
+            self.update(info.camera_id, info)
 
-    @app.agent(case_topic)
-    async def city_case(stream: Any) -> None:
+    # -- cases and the maintenance SLA ---------------------------------------------------------
+
+    async def open_cases(self, cases: list[dict[str, Any]]) -> list[Any]:
+        """Send the cases; returns their sends' futures (done when acknowledged)."""
+        sent = []
+        for case in cases:
+            try:
+                key, value, headers = self.case_encoder.encode(case, ce_id=case["case_id"])
+            except Exception as exc:
+                log.error("case not encodable", error=str(exc), case_id=case.get("case_id"))
+                continue
+            sent.append(await self.case_topic.send(key=key, value=value, headers=headers))
+        return sent
+
+    async def tick(self, at: int) -> None:
+        """Send the SLA clock to every partition when it moved on by ``tick_ms``."""
+        if self.last_tick is not None and at < self.last_tick + self.tick_ms:
+            return
+        self.last_tick = at
+        value = json.dumps({"tick": at}).encode("utf-8")
+        for partition in range(self.topics.status_partitions):
+            await self.sla_topic.send(key=b"tick", value=value, partition=partition)
+
+    async def city_case(self, stream: Any) -> None:
         """Forward CAMERA_FAULT case updates to the SLA topic, keyed and partitioned by camera."""
         async for event in stream.events():
             try:
-                record = to_json(decoder.decode(event.value))
+                record = to_json(self.decoder.decode(event.value))
                 at = event_time_ms(record["updated_at"])
             except Exception as exc:
                 log.warning("city_case record skipped", error=str(exc), offset=event.message.offset)
                 continue
             camera_id = record.get("component_id")
             if record["category"] == FAULT_CATEGORY and camera_id:
-                await sla_topic.send(
+                await self.sla_topic.send(
                     key=camera_id.encode("utf-8"),
                     value=json.dumps({"camera_id": camera_id, "case": record}).encode("utf-8"),
-                    partition=key_partition(camera_id, topics.status_partitions),
+                    partition=key_partition(camera_id, self.topics.status_partitions),
                 )
-            await tick(at)
+            await self.tick(at)
 
-    @app.agent(sla_topic)
-    async def camera_sla(stream: Any) -> None:
+    async def camera_sla(self, stream: Any) -> None:
         async for event in stream.events():
             try:
                 message = json.loads(event.value)
                 if "tick" in message:
                     partition = event.message.partition
-                    mine = [k for k in list(sla_table.keys())
-                            if key_partition(k, topics.status_partitions) == partition]
-                    breaches = tracker.due(int(message["tick"]), mine)
+                    mine = [k for k in list(self.sla_table.keys())
+                            if key_partition(k, self.topics.status_partitions) == partition]
+                    breaches = self.tracker.due(int(message["tick"]), mine)
                 else:
-                    breaches = tracker.case(message["camera_id"], message["case"])
+                    breaches = self.tracker.case(message["camera_id"], message["case"])
             except Exception as exc:
                 log.warning("camera_sla record skipped", error=str(exc), offset=event.message.offset)
                 continue
-            await open_cases(breaches)
+            await self.open_cases(breaches)
 
-    async def publish(emissions: list[Emission]) -> None:
-        for emission in emissions:
-            alarm = emission.alarm
-            try:
-                key, value, headers = encoder.encode(alarm, ce_id=derived_ce_id(alarm))
-            except Exception as exc:
-                log.error("derived alarm not encodable", error=str(exc), alarm_id=alarm.get("alarm_id"))
-                merger.forget(emission.discharges)  # it never will be: keeping it would re-fail at every restart
-                continue
-            sent = [await enriched_topic.send(key=key, value=value, headers=headers)]
-            sent += await open_cases(cases_for(alarm, rules, first=emission.first))
-            if emission.discharges:
-                unsettled.append((sent, emission.discharges))
+    # -- alarms, storms and linkage ------------------------------------------------------------
 
-    async def settle(wait: bool = False) -> None:
-        """Forget the store entries whose emissions were acknowledged (``wait``: wait for all).
-        Not before: a crash in between would lose what only the entry still holds."""
-        if wait and unsettled:
-            await asyncio.gather(*(f for sent, _ in unsettled for f in sent), return_exceptions=True)
-        pending = []
-        for sent, discharges in unsettled:
-            if not all(f.done() for f in sent):
-                pending.append((sent, discharges))
-            elif not any(f.cancelled() or f.exception() for f in sent):
-                merger.forget(discharges)
-            # failed: the entry stays, and the next restart publishes it again
-        unsettled[:] = pending
-
-    @windows.on_recover
-    async def restore() -> None:
-        """After the tables' recovery (start, rebalance), before the streams resume."""
-        due = merger.restore()
-        if merger.open_windows or due:
-            log.info("storm windows restored", open_windows=merger.open_windows, closed_to_publish=len(due))
-        await publish(due)
-
-    @app.timer(1.0)
-    async def settle_windows() -> None:
-        await settle()
-
-    @app.agent(alarm_topic)
-    async def camera_alarm(stream: Any) -> None:
+    async def camera_alarm(self, stream: Any) -> None:
         async for event in stream.events():
-            last_alarm[0] = time.monotonic()
+            self.last_alarm = time.monotonic()
             try:
-                alarm = to_json(decoder.decode(event.value))
-                held = cameras.get(alarm["camera_id"])
+                alarm = to_json(self.decoder.decode(event.value))
+                held = self.cameras.get(alarm["camera_id"])
                 alarm, _ = enrich_alarm(alarm, CameraInfo.from_json(held) if held else None)
-                out = merger.add(alarm, partition=event.message.partition)
+                out = self.merger.add(alarm, partition=event.message.partition)
             except Exception as exc:
                 log.warning("camera_alarm record skipped", error=str(exc), offset=event.message.offset)
                 continue
-            await publish(out)
-            await tick(event_time_ms(alarm["occurred_at"]))
+            await self.publish(out)
+            await self.tick(event_time_ms(alarm["occurred_at"]))
 
-    async def release_windows(reason: str) -> None:
+    async def publish(self, emissions: list[Emission]) -> None:
+        for emission in emissions:
+            alarm = emission.alarm
+            try:
+                key, value, headers = self.encoder.encode(alarm, ce_id=derived_ce_id(alarm))
+            except Exception as exc:
+                log.error("derived alarm not encodable", error=str(exc), alarm_id=alarm.get("alarm_id"))
+                self.merger.forget(emission.discharges)  # it never will be: keeping it would re-fail at every restart
+                continue
+            sent = [await self.enriched_topic.send(key=key, value=value, headers=headers)]
+            sent += await self.open_cases(cases_for(alarm, self.rules, first=emission.first))
+            if emission.discharges:
+                self.unsettled.append((sent, emission.discharges))
+
+    async def settle(self, wait: bool = False) -> None:
+        """Forget the store entries whose emissions were acknowledged (``wait``: wait for all).
+        Not before: a crash in between would lose what only the entry still holds."""
+        if wait and self.unsettled:
+            await asyncio.gather(*(f for sent, _ in self.unsettled for f in sent), return_exceptions=True)
+        pending = []
+        for sent, discharges in self.unsettled:
+            if not all(f.done() for f in sent):
+                pending.append((sent, discharges))
+            elif not any(f.cancelled() or f.exception() for f in sent):
+                self.merger.forget(discharges)
+            # failed: the entry stays, and the next restart publishes it again
+        self.unsettled = pending
+
+    async def settle_windows(self) -> None:
+        await self.settle()
+
+    async def restore(self) -> None:
+        """After the tables' recovery (start, rebalance), before the streams resume."""
+        due = self.merger.restore()
+        if self.merger.open_windows or due:
+            log.info("storm windows restored", open_windows=self.merger.open_windows, closed_to_publish=len(due))
+        await self.publish(due)
+
+    async def release_windows(self, reason: str) -> None:
         """Close every open window now and publish what it held: the offline alarms awaiting
         the flap decision and the storms' updates. The table would keep them for the next worker
         (their input offsets were committed when read, nobody reads them again), but they would
         wait for it and for event time to close them there; at a stop they go out now."""
-        held = merger.open_windows
+        held = self.merger.open_windows
         if held:
-            emissions = merger.flush()
+            emissions = self.merger.flush()
             log.info("storm windows closed early", reason=reason, open_windows=held, alarms=len(emissions))
-            await publish(emissions)
-        await settle(wait=True)  # what was published need not come back after a restart
-        merger.write_pending()
+            await self.publish(emissions)
+        await self.settle(wait=True)  # what was published need not come back after a restart
+        self.merger.write_pending()
 
-    @app.on_before_shutdown.connect
-    async def on_stop(sender: Any, **_: Any) -> None:
+    async def on_stop(self, sender: Any, **_: Any) -> None:
         # faust flushes its producer right after this signal, before the worker exits
-        await release_windows("the worker is stopping")
+        await self.release_windows("the worker is stopping")
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+    async def on_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         if revoked:  # another worker takes them over and never sees what this one held
-            await release_windows("partitions revoked")
+            await self.release_windows("partitions revoked")
 
-    if idle_flush_s is not None:
+    async def idle_flush(self) -> None:
+        assert self.idle_flush_s is not None
+        if self.merger.open_windows and time.monotonic() - self.last_alarm >= self.idle_flush_s:
+            await self.publish(self.merger.flush())
 
-        @app.timer(max(0.5, idle_flush_s / 4))
-        async def idle_flush() -> None:
-            if merger.open_windows and time.monotonic() - last_alarm[0] >= idle_flush_s:
-                await publish(merger.flush())
+    # -- fleet availability --------------------------------------------------------------------
 
-    @app.timer(availability_interval_s)
-    async def availability() -> None:
+    async def availability(self) -> None:
         """Count the fleet; publish the figures that changed (compacted topic, monitor)."""
         now = dt.datetime.now(dt.timezone.utc)  # when the figures were counted, for the page
-        for key, value in reporter.report(cameras_of(cameras.values()), now):
-            await availability_topic.send(key=key.encode("utf-8"), value=json.dumps(value).encode("utf-8"))
+        for key, value in self.reporter.report(cameras_of(self.cameras.values()), now):
+            await self.availability_topic.send(key=key.encode("utf-8"), value=json.dumps(value).encode("utf-8"))
 
-    app.bus_merger = merger  # type: ignore[attr-defined]  # for inspection
-    app.bus_sla = tracker  # type: ignore[attr-defined]
-    return app
+
+def build_app(topology: Topology, settings: KafkaSettings, **options: Any) -> faust.App:
+    """The processors' faust app (see :class:`CityProcessors` for the options)."""
+    return CityProcessors(topology, settings, **options).app
 
 
 def run_worker(topology: Topology, settings: KafkaSettings, *, loglevel: str = "WARNING", **kwargs: Any) -> None:
