@@ -19,11 +19,10 @@ from bus.ops.lag import (
     GroupSelection,
     LagMonitor,
     LagOptions,
-    LagReport,
-    OffsetReader,
     measure,
-    render_table,
 )
+from bus.ops.lag_report import LagReport, render_table
+from bus.ops.offsets import OffsetReader
 from bus.topology.exceptions import TopologyError
 from bus.topology.models import Topology
 from bus.topology.validate import load_topology

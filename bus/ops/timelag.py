@@ -15,7 +15,7 @@ Quiet partitions: the record at an offset was appended after the last poll that 
 log end at that offset, not when the log first ended there (on a quiet partition, minutes
 earlier): between two points, the line starts at the lower one's last sighting.
 Transaction markers: the time asked for is that of the first *record* the consumer has not
-read, which the caller finds past the markers (:func:`bus.ops.lag.backlog`), not that of the
+read, which the caller finds past the markers (:func:`bus.ops.offsets.backlog`), not that of the
 committed offset: a consumer that read a transaction commits its marker's offset, and that
 offset is no record. Where no record is left, the lag is 0 and the table is not asked.
 A log end offset lower than the last point (topic re-created, table of another life)

@@ -45,18 +45,10 @@ from bus.kafka.admin import admin
 from bus.kafka.config import KafkaSettings, consumer_config
 from bus.ops.burrow import Status
 from bus.ops.figures import CityFigures, FiguresReader, publish_figures
-from bus.ops.lag import (
-    TP,
-    Directory,
-    GroupLag,
-    GroupSelection,
-    LagMonitor,
-    LagOptions,
-    LagReport,
-    OffsetReader,
-    PartitionLag,
-)
+from bus.ops.lag import Directory, GroupSelection, LagMonitor, LagOptions
+from bus.ops.lag_report import GroupLag, LagReport, PartitionLag
 from bus.ops.metrics import BusMonitor
+from bus.ops.offsets import TP, OffsetReader
 from bus.topology.graph import render_svg
 from bus.topology.models import Topology, topic_name
 from bus.topology.names import AVAILABILITY_TOPIC, connector_group, dlq_topic, router_dlq_topic, router_group

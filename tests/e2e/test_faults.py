@@ -60,7 +60,7 @@ from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.broker import EmbeddedBroker
 from bus.kafka.config import KafkaSettings
 from bus.kafka.local import LocalKafka
-from bus.ops.lag import OffsetReader
+from bus.ops.offsets import OffsetReader
 from bus.processors.app import app_id, ensure_processor_topics, processor_topics
 from bus.processors.storms import FLAP_CAMERA_ID, OFFLINE, raw_count
 from bus.publish import Publisher
@@ -262,7 +262,7 @@ def _read_topics(topology: Topology) -> dict[str, list[str]]:
 class CommittedProbe:
     """Sums a part's committed offsets on the topics it reads, as ``bus lag`` reads them (a
     consumer's OffsetFetch: librdkafka 2.16's admin group requests abort the process when a
-    broker stops answering, see :class:`bus.ops.lag.OffsetReader`). -1 while no answer comes."""
+    broker stops answering, see :class:`bus.ops.offsets.OffsetReader`). -1 while no answer comes."""
 
     def __init__(self, settings: KafkaSettings, topology: Topology) -> None:
         self.settings = settings

@@ -7,8 +7,8 @@ read_committed reader delivers 0, 1, 2, 7, 8 (on Kafka)."""
 from __future__ import annotations
 
 import pytest
+from bus.ops.offsets import Backlog, Stretch, backlog, plan_stretches
 
-from bus.ops.lag import Backlog, Stretch, backlog, plan_stretches
 
 T = ("t", 0)
 RECORDS = ((0, 100.0), (1, 101.0), (2, 102.0), (7, 107.0), (8, 108.0))

@@ -15,17 +15,9 @@ from bus.kafka.config import PROBE_FETCH, KafkaSettings, consumer_config, produc
 from bus.kafka.exceptions import BrokerUnreachable
 from bus.ops.burrow import Status
 from bus.ops.exceptions import UnknownGroup
-from bus.ops.lag import (
-    Directory,
-    GroupSelection,
-    LagMonitor,
-    LagOptions,
-    OffsetReader,
-    Stretch,
-    bus_groups,
-    measure,
-    render_table,
-)
+from bus.ops.lag import Directory, GroupSelection, LagMonitor, LagOptions, bus_groups, measure
+from bus.ops.lag_report import render_table
+from bus.ops.offsets import OffsetReader, Stretch
 from bus.topology.models import Topology
 from tests.fixtures.city import write_city_topology
 from tests.ops.helpers import commit, last_stable_offset, past_now, produce, send, wait_until

@@ -20,11 +20,12 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
-from bus.ops import lag as lag_module
+from bus.ops import offsets as offsets_module
 from bus.ops.burrow import Status
-from bus.ops.lag import GroupSelection, LagMonitor, LagOptions, OffsetReader
+from bus.ops.lag import GroupSelection, LagMonitor, LagOptions
 from bus.ops.metrics import BusMonitor
 from tests.ops.helpers import commit, last_stable_offset, past_now, wait_until
+from bus.ops.offsets import OffsetReader
 
 T0 = past_now()  # a fixed "now" (an hour ago: Kafka refuses record timestamps ahead of its clock)
 KINDS = ["transactional", "plain"]
@@ -208,7 +209,7 @@ def test_a_backlog_longer_than_the_probe_reads_counts_the_rest_as_offsets(
     for i in range(5):
         writer.write(1, int(T0 * 1000) - 60_000 + i * 1000)
     commit(kafka_settings, group, topic, 0, 0)
-    monkeypatch.setattr(lag_module, "SCAN_OFFSETS", 4)
+    monkeypatch.setattr(offsets_module, "SCAN_OFFSETS", 4)
     row = monitor_for(kafka_settings, group).poll(now=T0).group(group).partitions[0]
     if kind == "transactional":  # records 0, 2, 4, 6, 8; markers 1, 3, 5, 7, 9; read 0-3: 2 records + 6 offsets
         assert (row.end, row.lag, row.lag_exact) == (10, 8, False)

@@ -10,9 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bus.kafka.config import KafkaSettings
 from bus.ops.burrow import Status
-from bus.ops.lag import GroupSelection, LagMonitor, OffsetReader
+from bus.ops.lag import GroupSelection, LagMonitor
 from bus.ops.metrics import CONTENT_TYPE, BusMonitor, PartitionSample, exported_names
 from tests.ops.helpers import commit, past_now, produce
+from bus.ops.offsets import OffsetReader
 
 T0 = past_now()  # a fixed "now" (an hour ago: Kafka refuses record timestamps ahead of its clock)
 
