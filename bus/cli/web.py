@@ -13,7 +13,9 @@ from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
 from bus.topology.graph import render_svg
 from bus.topology.validate import load_topology
-from bus.web.page import DEFAULT_INTERVAL_S, ClusterProvider, PageServer
+from bus.web.cluster import ClusterProvider
+from bus.web.page import PageServer
+from bus.web.state import DEFAULT_INTERVAL_S
 
 
 @app.command()

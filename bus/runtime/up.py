@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ from bus.routing.service import RoutingService
 from bus.runtime.parts import Connectors, Processors, running_connectors, running_processors
 from bus.connectors.registry import KIT_CHECKS
 from bus.topology.validate import load_topology
+from bus.web.cluster import ClusterProvider
 from bus.web.ops import OpsServer, broker_check, registry_check
-from bus.web.page import ClusterProvider, PageServer
+from bus.web.page import PageServer
 from bus.registry.registration import ensure_registered
 from bus.topology.models import Topology
 

@@ -28,9 +28,10 @@ from bus.ops.metrics import BusMonitor
 from bus.topology.models import Topology
 from bus.topology.validate import load_topology
 from bus.web.ops import OpsServer
-from bus.web.page import PageServer, PageState
+from bus.web.page import PageServer
 from bus.serving import ServeError
 from tests.connectors.support import wait_until
+from bus.web.state import PageState
 
 REPO = Path(__file__).resolve().parents[2]
 BUS = [sys.executable, "-m", "bus"]

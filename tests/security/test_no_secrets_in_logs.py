@@ -49,7 +49,7 @@ from bus.logs import configure
 from bus.ops.metrics import BusMonitor
 from bus.topology.models import Connector
 from bus.web.ops import OpsServer
-from bus.web.page import PageServer, PageState
+from bus.web.page import PageServer
 from tests.connectors.support import (
     Endpoint,
     all_entry_points,
@@ -57,6 +57,7 @@ from tests.connectors.support import (
     wait_until,
 )
 from tests.fixtures.city import City
+from bus.web.state import PageState
 
 pytestmark = pytest.mark.integration  # starts its own brokers
 

@@ -18,11 +18,13 @@ from bus.kafka.admin import delete_topics
 from bus.ops.metrics import BusMonitor
 from bus.topology.models import topic_name
 from bus.topology.names import AVAILABILITY_TOPIC
-from bus.web.page import ClusterProvider, PageServer, PageState
+from bus.web.cluster import ClusterProvider
+from bus.web.page import PageServer
 from tests.fixtures.city import City
 from tests.ops import figures_data as data
 from tests.ops.helpers import wait_until
 from tests.web.test_page import ARTIFACTS, CHROMIUM, _Dom, chromium
+from bus.web.state import PageState
 
 
 @pytest.fixture

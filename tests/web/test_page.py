@@ -36,9 +36,11 @@ from bus.topology.names import (
     router_group,
     status_topic,
 )
-from bus.web.page import ClusterProvider, DeadLetterCounter, LagHistory, LagPoint, PageServer, PageState, StreamLag
+from bus.web.cluster import ClusterProvider, DeadLetterCounter
+from bus.web.page import PageServer
 from bus.serving import ServeError
 from tests.fixtures.city import City
+from bus.web.state import LagHistory, LagPoint, PageState, StreamLag
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
