@@ -85,6 +85,8 @@ def lag(
             _show(report, as_json)
     except KeyboardInterrupt:
         pass
+    finally:
+        monitor.reader.close()
     raise typer.Exit(last.exit_code if last is not None else 1)
 
 

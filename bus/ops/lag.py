@@ -429,8 +429,12 @@ def measure(
     without members whose offsets did not move while lag exists is STOP; lag that grew at
     every sample is WARN; an offset that went back is REWIND."""
     opts = (options or LagOptions()).model_copy(update={"time_lag": "record"})
-    monitor = LagMonitor(OffsetReader(settings), selection, directory, options=opts)
-    for _ in range(opts.samples - 1):
-        monitor.poll(with_time_lag=False)
-        sleep(opts.sample_interval_s)
-    return monitor.poll()
+    reader = OffsetReader(settings)
+    monitor = LagMonitor(reader, selection, directory, options=opts)
+    try:
+        for _ in range(opts.samples - 1):
+            monitor.poll(with_time_lag=False)
+            sleep(opts.sample_interval_s)
+        return monitor.poll()
+    finally:
+        reader.close()

@@ -194,6 +194,8 @@ class ClusterProvider:
         self._thread = None
         self._dlq.close()
         self._figures.close()
+        if self._lag is not None:
+            self._lag.reader.close()
 
     def __enter__(self) -> "ClusterProvider":
         return self.start()
