@@ -1,10 +1,20 @@
-"""`bus bench route`: the router's throughput as ratios to a plain confluent-kafka
-consume -> produce passthrough on the same broker, in the same run, on the same records;
-and publish -> subscription topic latency at a steady rate.
+"""`bus bench route`: the router's throughput in steady state, as ratios to the fastest plain
+confluent-kafka consume -> produce passthrough found (:class:`bus.bench.steady.Passthrough`),
+on the same broker, in the same process, on the same records; and publish -> subscription
+topic latency at a steady rate.
 
-(a) raw passthrough, (b) one subscription that does not touch content, (c) one
-subscription with a filter, a field selection and masking, (d) fan-out to 10
-subscriptions (output records/s). Prints one JSON line.
+Scenarios: (a) the raw passthrough (the baseline), (b) one subscription that does not touch
+content, (c) one subscription with a filter, a field selection and masking, (d) fan-out to
+10 subscriptions with selection and masking (counted in output records).
+
+Throughput runs in rounds: each round runs the baseline, then a router for each scenario, one
+after the other, each for ``warmup_s`` (not counted) and ``seconds`` (counted, between two
+commits); each scenario's ratio is the median over the rounds of its rate divided by the
+baseline's rate of the same round (the machine's load drifts less within a round than across
+a run). The records are a backlog in one canonical topic, written between runs as far ahead
+as the next run needs: the distinct camera alarms the Publisher encoded, again and again.
+Start-up (a router's producer id, group join, first fetch) is reported and left out;
+:mod:`bus.bench.steady` says when a run is too short to mean anything.
 
 Latency is measured in steady state, after a warm-up; a new Publisher's cold start (its
 producer id) is reported apart. The machine's load average is reported with it: on a
@@ -13,7 +23,6 @@ shared machine the tail follows the load more than anything the bus does.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
@@ -22,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,20 +39,22 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from ruamel.yaml import YAML
 
+from bus.bench.brokers import BenchBroker, Engine, drop_namespace, given_or_started
+from bus.bench.steady import BASELINE_TUNING, Marks, Passthrough, Window, load_average, median, warn_short
 from bus.demo.samples import camera_alarm
-from bus.kafka.admin import TopicSpec, delete_topics, ensure_topics
-from bus.kafka.broker import EmbeddedBroker
+from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
 from bus.kafka.consuming import take_batch
 from bus.publish import Publisher
-from bus.registry.server import EmbeddedRegistry
-from bus.routing.router import Router
-from bus.topology.loader import load_topology
+from bus.routing.router import DEFAULT_BATCH_SIZE, Router
 from bus.topology.models import Topology
+from bus.topology.validate import load_topology
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 PARTITIONS = 4
 Say = Callable[[str], None]
+#: A record ready to produce: key, wire-format value, CloudEvents headers.
+Wire = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 _MASKED_SELECTION = ["alarm_id", "camera_id", "alarm_type", "severity", "occurred_at", "location", "plate_number"]
 
@@ -85,60 +96,160 @@ def bench_topology(
     return load_topology(path)
 
 
-def _load_records(topology: Topology, settings: KafkaSettings, count: int, seed: int) -> None:
+#: The throughput scenarios: subscriptions of one benchmark city, each routed by a router of
+#: its own (``select``) that reads the same canonical topic.
+SCENARIOS: dict[str, list[tuple[str, str]]] = {
+    "untouched": [("untouched", "untouched")],
+    "filtered": [("filtered", "filtered")],
+    "fanout10": [(f"fan-{i}", "masked") for i in range(10)],
+}
+#: Ratio targets on Apache Kafka (issue 17), each to the raw passthrough of the same round.
+TARGETS = {"untouched_ratio": 0.7, "filtered_ratio": 0.3, "fanout10_ratio": 0.5}
+P99_TARGET_MS = 50.0
+
+
+@dataclass(frozen=True)
+class RouteParams:
+    """What `bus bench route` runs (see :func:`run_route_benchmark`)."""
+
+    #: Measured seconds of each run, after ``warmup_s`` of work that is not counted.
+    seconds: float = 15.0
+    warmup_s: float = 2.0
+    #: Rounds of (baseline, untouched, filtered, fan-out) runs, one after the other.
+    rounds: int = 3
+    #: Latency: publish rate, measured seconds, and seconds of the same rate before them.
+    rate: int = 1000
+    latency_seconds: float = 30.0
+    latency_warmup_s: float = 5.0
+    #: Distinct camera alarms encoded by the Publisher; the backlog repeats them.
+    distinct: int = 20_000
+    seed: int = 7
+    exact_watermarks: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    #: Records written before the calibration run (the baseline's first read).
+    min_backlog: int = 300_000
+
+
+def _encoded(topology: Topology, settings: KafkaSettings, count: int, seed: int) -> list[Wire]:
+    """``count`` camera alarms as the Publisher writes them (checked, wire format, headers)."""
     rng = random.Random(seed)
-    with Publisher(topology, settings, client_id="bench-load") as publisher:
-        summary = publisher.publish_each("camera_alarm", "police", ((i, camera_alarm(rng)) for i in range(count)))
-    if summary.rejected:
-        raise RuntimeError(f"benchmark records rejected: {summary.rejected[:3]}")
+    with Publisher(topology, settings, client_id="bench-encode") as publisher:
+        out = []
+        for _ in range(count):
+            p = publisher.prepare("camera_alarm", "police", camera_alarm(rng))
+            out.append((p.key.encode("utf-8"), p.value, p.headers))
+        return out
 
 
-def _raw_passthrough(settings: KafkaSettings, source: str, count: int, partitions: int = PARTITIONS) -> float:
-    """(a): consume -> produce, no decoding, no transactions. Records/s."""
-    sink = f"{source}.raw-{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings, [TopicSpec(sink, partitions)])
-    consumer = Consumer(consumer_config(settings, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}", client_id="bench-raw"))
-    producer = Producer(producer_config(settings, client_id="bench-raw"))
-    consumer.assign([TopicPartition(source, p, 0) for p in range(partitions)])
-    done = 0
-    started = None
-    while done < count:
-        for msg in take_batch(consumer, 1000, 1.0):
-            if msg.error():
-                continue
-            started = started or time.perf_counter()
+class _Backlog:
+    """The canonical topic every run reads: the distinct records written again and again, as
+    far ahead of its readers as the next run needs (written between runs, never during)."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, records: list[Wire]) -> None:
+        self.topic, self.records = topic, records
+        self.written = 0
+        self._producer = Producer(producer_config(settings, client_id="bench-backlog"))
+
+    def fill(self, total: int, say: Say) -> None:
+        """Write until ``total`` records were written in all."""
+        if total <= self.written:
+            return
+        todo = total - self.written
+        say(f"  backlog: writing {todo:,} records ...")
+        produce, poll, records, n = self._producer.produce, self._producer.poll, self.records, len(self.records)
+        for i in range(self.written, total):
+            key, value, headers = records[i % n]
             while True:
                 try:
-                    producer.produce(sink, key=msg.key(), value=msg.value(), headers=msg.headers())
+                    produce(self.topic, value, key, headers=headers)
                     break
                 except BufferError:
-                    producer.poll(0.01)
-            done += 1
-        producer.poll(0)
-    producer.flush(60)
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.close()
-    delete_topics(settings, [sink])
-    return count / elapsed
+                    poll(0.05)
+        if self._producer.flush(120):
+            raise RuntimeError("the broker did not acknowledge the benchmark's backlog within 120 s")
+        self.written = total
 
 
-def _routed(topology: Topology, settings: KafkaSettings, count: int) -> tuple[float, float]:
-    """Run a router over ``count`` preloaded records: (input records/s, output records/s)."""
-    router = Router(topology, settings, batch_size=1000, environ={"BUS_HASH_MASTER_KEY": "bench"})
+def _routed(topology: Topology, settings: KafkaSettings, names: set[str], params: RouteParams,
+            timeout_s: float) -> tuple[Window, int]:
+    """One router run over the backlog, from where the last one stopped (all scenarios' routers
+    share the group and the static member id): its window, and the records it committed."""
+    marks = Marks(params.warmup_s, params.seconds)
+    router = Router(topology, settings, instance="bench", batch_size=params.batch_size,
+                    environ={"BUS_HASH_MASTER_KEY": "bench"}, select=lambda sub: sub.name in names,
+                    on_batch=lambda stats: marks.mark(stats.committed_in, stats.committed_out))
     router.prepare()
     stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            router.run(stop)
+        except BaseException as exc:  # noqa: BLE001 - reported in the caller's thread
+            failed.append(exc)
+            marks.done.set()
+
+    marks.started = time.perf_counter()  # start-up: from run() (topics and schemas exist) to its partitions held
+    thread = threading.Thread(target=run, name="bench-router", daemon=True)
     thread.start()
-    if not router.assigned.wait(60):
-        raise RuntimeError("the router was not assigned its partitions within 60 s")
-    started = time.perf_counter()
-    while router.stats.committed_in < count:  # to the commit, as the baseline's flush
-        time.sleep(0.002)
-    in_s = time.perf_counter() - started
-    out = router.stats.committed_out
+    if router.assigned.wait(60):
+        marks.set_ready()
+    finished = marks.done.wait(timeout_s)
     stop.set()
     thread.join(60)
-    return count / in_s, out / in_s
+    if failed:
+        raise RuntimeError(f"the router failed: {failed[0]}") from failed[0]
+    return marks.window(exhausted=not finished), router.stats.committed_in
+
+
+@dataclass
+class _Rounds:
+    """The throughput rounds of one run: windows of the baseline and of each scenario."""
+
+    raw: list[Window] = field(default_factory=list)
+    bus: dict[str, list[Window]] = field(default_factory=lambda: {name: [] for name in SCENARIOS})
+    loads: list[float] = field(default_factory=list)
+
+    def ratio(self, name: str, i: int) -> float:
+        window, raw = self.bus[name][i], self.raw[i].rate
+        rate = window.out_rate if name == "fanout10" else window.rate
+        return rate / raw if raw else float("nan")
+
+
+def _throughput(topology: Topology, settings: KafkaSettings, backlog: _Backlog, params: RouteParams,
+                say: Say) -> _Rounds:
+    """Rounds of: the baseline, then each scenario's router, each run on records written for it
+    beforehand. The baseline reads the backlog from its start each time; the routers go on where
+    the last one stopped."""
+    baseline = Passthrough(settings, {backlog.topic: PARTITIONS})
+    span = params.warmup_s + params.seconds
+    backlog.fill(max(len(backlog.records), params.min_backlog), say)
+    say("calibration: a baseline run that is not counted (it warms the broker's caches too) ...")
+    expected = {"raw": max(baseline.run(0.0, 2.0).rate, 1000.0)}
+    say(f"  about {expected['raw']:,.0f} records/s")
+    rounds = _Rounds()
+    routed = 0
+    for r in range(params.rounds):
+        say(f"round {r + 1} of {params.rounds} (load average {os.getloadavg()[0]:.1f}) ...")
+        backlog.fill(int(expected["raw"] * span * 2), say)
+        window = baseline.run(params.warmup_s, params.seconds)
+        expected["raw"] = window.rate
+        rounds.raw.append(window)
+        say(f"  raw passthrough: {window.rate:,.0f} records/s")
+        for name, subs in SCENARIOS.items():
+            ahead = expected.get(name, expected["raw"]) * (span + 5) * 2
+            backlog.fill(routed + int(ahead), say)
+            window, committed = _routed(topology, settings, {s for s, _ in subs}, params,
+                                        timeout_s=span + 120)
+            routed += committed
+            window.exhausted = window.exhausted or routed >= backlog.written
+            expected[name] = window.rate
+            rounds.bus[name].append(window)
+            out = f", {window.out_rate:,.0f} output records/s" if name == "fanout10" else ""
+            say(f"  {name}: {window.rate:,.0f} records/s{out} (start-up {window.startup_s:.2f} s): "
+                f"ratio {rounds.ratio(name, r):.2f}")
+        rounds.loads.append(os.getloadavg()[0])
+    return rounds
 
 
 @dataclass
@@ -152,6 +263,18 @@ class LatencyRun:
     load_1m: float  # the machine's 1-minute load average when the measurement ended
     #: publish -> the broker's acknowledgement (ms, sorted): the publishing part of the delay
     ack_delays_ms: list[float] = field(default_factory=list)
+    #: records published during the warm-up (not measured)
+    warmup_records: int = 0
+
+    def too_short_reasons(self, seconds: float) -> list[str]:
+        """Why a p99 of this run would not mean anything (none: it does)."""
+        reasons = []
+        if len(self.delays_ms) < LATENCY_MIN_SAMPLES:
+            reasons.append(f"{len(self.delays_ms)} latency samples (< {LATENCY_MIN_SAMPLES}: a p99 needs ten "
+                           "records beyond it at least)")
+        if seconds < LATENCY_MIN_SECONDS:
+            reasons.append(f"measured {seconds:g} s (< {LATENCY_MIN_SECONDS:g} s)")
+        return reasons
 
     def summary(self) -> dict[str, float]:
         delays = self.delays_ms
@@ -165,6 +288,11 @@ class LatencyRun:
             "first_arrival_ms": self.first_arrival_ms,
             "load_1m": self.load_1m,
         }
+
+
+#: A p99 over fewer records, or a shorter time, says little.
+LATENCY_MIN_SAMPLES = 1000
+LATENCY_MIN_SECONDS = 10.0
 
 
 def _p99(sorted_ms: list[float]) -> float:
@@ -264,14 +392,25 @@ def _latency(topology: Topology, settings: KafkaSettings, rate: int, seconds: fl
     its first connection (to the bootstrap address) is dropped once the broker's node id is
     known, so the first ~1 s of records used to wait up to 1 s and fill the p99. That cold
     start is reported apart (``first_publish_ms``, ``first_arrival_ms``)."""
-    router = Router(topology, settings, batch_size=100, environ={"BUS_HASH_MASTER_KEY": "bench"})
+    router = Router(topology, settings, environ={"BUS_HASH_MASTER_KEY": "bench"})  # as `bus route` runs it
     router.prepare()
     stop = threading.Event()
     thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
     thread.start()
-    if not router.assigned.wait(60):
-        raise RuntimeError("the router was not assigned its partitions within 60 s")
-    arrivals = _Arrivals(settings, topology.subscriptions[0].topic)
+    try:
+        if not router.assigned.wait(60):
+            raise RuntimeError("the router was not assigned its partitions within 60 s")
+        return _measure_latency(topology, settings, topology.subscriptions[0].topic, rate, seconds, seed, warmup_s)
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def _measure_latency(topology: Topology, settings: KafkaSettings, arrive_at: str, rate: int, seconds: float,
+                     seed: int, warmup_s: float) -> LatencyRun:
+    """Publish at ``rate`` (after the cold start and ``warmup_s``, see :func:`_latency`) and time
+    each record's arrival in ``arrive_at``."""
+    arrivals = _Arrivals(settings, arrive_at)
     rng = random.Random(seed)
     try:
         with Publisher(topology, settings, client_id="bench-latency") as publisher:
@@ -284,8 +423,6 @@ def _latency(topology: Topology, settings: KafkaSettings, rate: int, seconds: fl
             sent = _publish_at_rate(publisher, rng, rate, seconds)
         arrivals.wait_for([*warm.at, *sent.at], 30)
     finally:
-        stop.set()
-        thread.join(60)
         arrivals.close()
     return LatencyRun(
         delays_ms=_delays(sent.at, arrivals.times),
@@ -293,7 +430,41 @@ def _latency(topology: Topology, settings: KafkaSettings, rate: int, seconds: fl
         first_arrival_ms=first_arrival * 1000,
         load_1m=os.getloadavg()[0],
         ack_delays_ms=_delays(sent.at, sent.acked),
+        warmup_records=len(warm.at) + 1,
     )
+
+
+def _relay_latency(topology: Topology, settings: KafkaSettings, rate: int, seconds: float, seed: int,
+                   warmup_s: float) -> LatencyRun:
+    """The latency baseline: the same publishing and timing, through a plain consume -> produce
+    loop (``take_batch``, one produce per record, ``poll(0)`` per batch; no decoding, no
+    transactions, librdkafka's default linger of 5 ms) instead of the router."""
+    source = topology.event_type("camera_alarm").topic
+    sink = f"{source}.relay-{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings, [TopicSpec(source, PARTITIONS), TopicSpec(sink, PARTITIONS)])
+    consumer = Consumer(consumer_config(settings, group_id=f"bench-relay-{uuid.uuid4().hex[:6]}",
+                                        client_id="bench-relay", from_beginning=False))
+    producer = Producer(producer_config(settings, client_id="bench-relay"))
+    ends = [consumer.get_watermark_offsets(TopicPartition(source, p), 10)[1] for p in range(PARTITIONS)]
+    consumer.assign([TopicPartition(source, p, end) for p, end in enumerate(ends)])
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            for msg in take_batch(consumer, 1000, 0.2):
+                if msg.error() is None:
+                    producer.produce(sink, msg.value(), msg.key(), msg.partition(), headers=msg.headers())
+            producer.poll(0)
+
+    thread = threading.Thread(target=relay, name="bench-relay", daemon=True)
+    thread.start()
+    try:
+        return _measure_latency(topology, settings, sink, rate, seconds, seed, warmup_s)
+    finally:
+        stop.set()
+        thread.join(10)
+        producer.flush(10)
+        consumer.close()
 
 
 def _delays(start: dict[str, float], end: dict[str, float]) -> list[float]:
@@ -301,71 +472,79 @@ def _delays(start: dict[str, float], end: dict[str, float]) -> list[float]:
     return sorted((end[k] - t) * 1000 for k, t in start.items() if k in end)
 
 
-@contextlib.contextmanager
-def _infrastructure(say: Say) -> Iterator[KafkaSettings]:
-    settings = KafkaSettings()
-    with contextlib.ExitStack() as stack:
-        if settings.embedded:
-            broker = stack.enter_context(EmbeddedBroker())
-            settings = settings.with_broker(broker.bootstrap_servers, embedded=True)
-        say(f"broker: {settings.bootstrap_servers} ({settings.kafka_profile} profile)")
-        registry = stack.enter_context(EmbeddedRegistry(settings, topic=f"_bus_schemas_bench_{uuid.uuid4().hex[:6]}"))
-        yield settings.with_registry(registry.url)
+def run_route_benchmark(params: RouteParams = RouteParams(), *, engine: Engine = "kafka",
+                        settings: KafkaSettings | None = None, say: Say = print) -> dict[str, Any]:
+    """The figures (see the module docstring). ``settings``: an existing broker and registry
+    (tests); default: :func:`bus.bench.brokers.bench_broker` for ``engine``."""
+    load_start = load_average()
+    with given_or_started(settings, engine, say) as broker, tempfile.TemporaryDirectory() as folder:
+        settings = broker.settings.with_exact_watermarks(params.exact_watermarks)
+        subs = [_subscription(name, kind) for pairs in SCENARIOS.values() for name, kind in pairs]
+        topology = bench_topology(Path(folder), f"bench_route_{uuid.uuid4().hex[:6]}", subs)
+        latency_topology, relay_topology = (
+            bench_topology(Path(folder), f"bench_{kind}_{uuid.uuid4().hex[:6]}", [_subscription("latency", "filtered")])
+            for kind in ("latency", "relay"))
+        try:
+            say(f"encoding {params.distinct:,} distinct camera alarms ...")
+            backlog = _Backlog(settings, topology.event_type("camera_alarm").topic,
+                               _encoded(topology, settings, params.distinct, params.seed))
+            rounds = _throughput(topology, settings, backlog, params, say)
+            say(f"latency at {params.rate} records/s: {params.latency_warmup_s:g} s of warm-up, "
+                f"{params.latency_seconds:g} s measured ...")
+            relay = _relay_latency(relay_topology, settings, params.rate, params.latency_seconds, params.seed,
+                                   warmup_s=params.latency_warmup_s)
+            say(f"  raw relay: p50 {relay.summary()['p50_ms']:.1f} ms, p99 {relay.summary()['p99_ms']:.1f} ms")
+            latency = _latency(latency_topology, settings, params.rate, params.latency_seconds, params.seed,
+                               warmup_s=params.latency_warmup_s)
+            say(f"  router: p50 {latency.summary()['p50_ms']:.1f} ms, p99 {latency.summary()['p99_ms']:.1f} ms")
+        finally:
+            if broker.engine == "existing":
+                for namespace in (topology.namespace, latency_topology.namespace, relay_topology.namespace):
+                    drop_namespace(settings, namespace)
+        return _figures(params, broker, settings, backlog, rounds, latency, relay, load_start, say)
 
 
-def run_route_benchmark(count: int = 20_000, rate: int = 1000, seconds: float = 10.0, seed: int = 7,
-                        exact_watermarks: bool = False, say: Say = print) -> dict[str, float]:
-    """Throughput and latency figures. By default the embedded broker's single-record-batch
-    workaround is off for baseline and router alike, so that the ratios measure the
-    router's own cost rather than that workaround's."""
-    with _infrastructure(say) as settings, tempfile.TemporaryDirectory() as folder:
-        settings = settings.with_exact_watermarks(exact_watermarks)
-        scenarios = {
-            "untouched": [_subscription("untouched", "untouched")],
-            "filtered": [_subscription("filtered", "filtered")],
-            "fanout10": [_subscription(f"fan-{i}", "masked") for i in range(10)],
-        }
-        results: dict[str, float] = {}
-        topologies = {name: bench_topology(Path(folder), f"bench_{name}_{uuid.uuid4().hex[:6]}", subs)
-                      for name, subs in scenarios.items()}
-        base = topologies["untouched"]
-        say(f"loading {count} camera alarms ...")
-        _load_records(base, settings, count, seed)
-        source = base.event_type("camera_alarm").topic
-        for name, topo in topologies.items():
-            if topo is not base:  # every scenario reads the same records: copy them raw
-                _copy(settings, source, topo.event_type("camera_alarm").topic, count)
-        say("(a) raw passthrough ...")
-        results["raw_eps"] = _raw_passthrough(settings, source, count)
-        for name, topo in topologies.items():
-            say(f"router: {name} ...")
-            eps_in, eps_out = _routed(topo, settings, count)
-            results[f"{name}_eps"] = eps_out if name == "fanout10" else eps_in
-        for name in scenarios:
-            results[f"{name}_ratio"] = results[f"{name}_eps"] / results["raw_eps"]
-        say(f"latency at {rate} records/s for {seconds:g} s ...")
-        latency_topology = bench_topology(Path(folder), f"bench_latency_{uuid.uuid4().hex[:6]}", [_subscription("latency", "filtered")])
-        results.update(_latency(latency_topology, settings, rate, seconds, seed).summary())
-        results["records"] = count
-        results["single_record_batches"] = settings.single_record_batches
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+def _figures(params: RouteParams, broker: BenchBroker, settings: KafkaSettings, backlog: _Backlog,
+             rounds: _Rounds, latency: LatencyRun, relay: LatencyRun, load_start: list[float],
+             say: Say) -> dict[str, Any]:
+    results: dict[str, Any] = {"benchmark": "route", **broker.report()}
+    results["raw_eps"] = round(median(w.rate for w in rounds.raw), 1)
+    for name in SCENARIOS:
+        windows = rounds.bus[name]
+        results[f"{name}_eps"] = round(median(w.rate for w in windows), 1)
+        if name == "fanout10":
+            results["fanout10_out_eps"] = round(median(w.out_rate for w in windows), 1)
+        results[f"{name}_ratio"] = round(median(rounds.ratio(name, i) for i in range(len(windows))), 3)
+        results[f"{name}_ratios"] = [round(rounds.ratio(name, i), 3) for i in range(len(windows))]
+    results.update({k: round(v, 3) if isinstance(v, float) else v for k, v in latency.summary().items()})
+    latency_short = latency.too_short_reasons(params.latency_seconds)
+    results["latency"] = {"rate": params.rate, "warmup_s": params.latency_warmup_s, "seconds": params.latency_seconds,
+                          "warmup_records": latency.warmup_records, "too_short": bool(latency_short),
+                          "raw_relay": {k: round(v, 3) if isinstance(v, float) else v
+                                        for k, v in relay.summary().items()},
+                          "raw_relay_loop": "take_batch(1000, 0.2) -> produce() per record -> poll(0) per batch; "
+                                            "no decoding, no transactions, linger.ms 5 (librdkafka's default)"}
+    short = [warn_short("raw passthrough", rounds.raw, say)]
+    short += [warn_short(name, rounds.bus[name], say) for name in SCENARIOS]
+    for reason in latency_short:
+        say(f"WARNING: the latency run is too short to mean anything: {reason}")
+    targets = {name: {"target": f">= {target:g}", "value": results[name], "met": results[name] >= target}
+               for name, target in TARGETS.items()}
+    p99 = results["p99_ms"]
+    targets["p99_ms"] = {"target": f"< {P99_TARGET_MS:g} at {params.rate} records/s", "value": p99,
+                         "met": bool(p99 == p99 and p99 < P99_TARGET_MS)}
+    results.update(
+        targets=targets,
+        too_short=any(short) or bool(latency_short),
+        rounds=params.rounds, seconds=params.seconds, warmup_s=params.warmup_s,
+        router_batch_size=params.batch_size,
+        backlog_records=backlog.written, distinct_records=len(backlog.records),
+        runs={"raw": [w.report() for w in rounds.raw], **{n: [w.report() for w in ws] for n, ws in rounds.bus.items()}},
+        baseline=BASELINE_TUNING,
+        single_record_batches=settings.single_record_batches,
+        load_average_start=load_start, load_average_rounds=[round(x, 2) for x in rounds.loads],
+        load_average_end=load_average(),
+    )
+    say("  ".join(f"{name} {v['value']} ({'met' if v['met'] else 'MISSED'})" for name, v in targets.items()))
+    return results
 
-
-def _copy(settings: KafkaSettings, source: str, target: str, count: int) -> None:
-    consumer = Consumer(consumer_config(settings, group_id=f"bench-copy-{uuid.uuid4().hex[:6]}", client_id="bench-copy"))
-    producer = Producer(producer_config(settings, client_id="bench-copy"))
-    consumer.assign([TopicPartition(source, p, 0) for p in range(PARTITIONS)])
-    done = 0
-    while done < count:
-        for msg in take_batch(consumer, 1000, 1.0):
-            if msg.error():
-                continue
-            while True:
-                try:
-                    producer.produce(target, partition=msg.partition(), key=msg.key(), value=msg.value(), headers=msg.headers())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            done += 1
-    producer.flush(60)
-    consumer.close()

@@ -2,8 +2,10 @@
 
 Mixed traffic at ``rate`` events/s for ``seconds`` through the whole bus on one machine,
 run as `bus up` runs it: the router (and its lanes), the processors (`bus process`, a child
-process) and the connectors of a temporary copy of ``topology.yaml``, on an embedded broker
-and registry started here (or the ones ``settings`` name). The copy changes only what a
+process) and the connectors of a temporary copy of ``topology.yaml``, on a broker started here
+(``SoakParams.engine``: a local Apache Kafka node in the soak's temporary folder by default, or
+the embedded broker) and an embedded registry, or on the ones ``settings`` or
+``BUS_BOOTSTRAP_SERVERS`` name. The copy changes only what a
 throwaway run needs: its own namespace; every source becomes an ``http_ingest`` of its
 department (the load comes over HTTP); webhook sinks point at local endpoints; PostgreSQL
 sinks write to databases created for the run and dropped after it.
@@ -50,7 +52,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import httpx
@@ -59,7 +61,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 from ruamel.yaml import YAML
 
-from bus.bench.connectors import _drop_namespace
+from bus.bench.brokers import drop_namespace
 from bus.consume.decoder import Decoder
 from bus.demo.samples import city_case, population_change
 from bus.demo.simulators.base import Pacer, now_iso
@@ -68,16 +70,9 @@ from bus.demo.simulators.databases import DEFAULT_ADMIN_DSN, DemoDatabases
 from bus.demo.simulators.endpoints import DepartmentEndpoints
 from bus.demo.simulators.fleet import FAULT_REASONS, CameraFleet
 from bus.kafka.config import KafkaSettings, consumer_config
-from bus.ops.lag import (
-    Directory,
-    GroupSelection,
-    LagMonitor,
-    LagOptions,
-    OffsetReader,
-    TimeLagMethod,
-    bus_groups,
-    router_group,
-)
+from bus.kafka.local import LocalKafka
+from bus.ops.lag import Directory, GroupSelection, LagMonitor, LagOptions, TimeLagMethod, bus_groups
+from bus.ops.offsets import OffsetReader
 from bus.processors.app import app_id
 from bus.processors.storms import StormConfig, event_time_ms
 from bus.registry.client import registry_client
@@ -85,6 +80,7 @@ from bus.routing.plan import build_route
 from bus.runtime.up import RunningCity, run_city
 from bus.schemas.records import to_datum
 from bus.topology.models import Topology
+from bus.topology.names import router_group
 
 ROOT = Path(__file__).resolve().parents[2]
 Say = Callable[[str], None]
@@ -118,6 +114,9 @@ class SoakParams:
     #: None: as `bus up` runs (the embedded profile: the state single-record, the data path batched);
     #: False: everything batched.
     exact_watermarks: bool | None = None
+    #: The broker the soak starts when none is named (BUS_BOOTSTRAP_SERVERS): a local Apache
+    #: Kafka node in the soak's temporary folder, or the embedded one.
+    engine: Literal["kafka", "embedded"] = "kafka"
     #: How a sample's time lag is taken (``LagOptions.time_lag``): "record", the first
     #: unconsumed record's own timestamp (exact; one small read per lagging partition), or
     #: "table", interpolated in the offset-time table (no reads; its resolution is the
@@ -145,7 +144,7 @@ def run_soak_benchmark(
         endpoints = stack.enter_context(_Endpoints.serving(_webhook_sinks(), say))
         plan = _write_topology(folder, namespace, endpoints.urls, databases)
         if settings is not None:  # after the city stopped: deleting topics under live clients crashes librdkafka
-            stack.callback(_drop_namespace, settings, namespace)
+            stack.callback(drop_namespace, settings, namespace)
         city = stack.enter_context(_city(plan.path, settings, params, say))
         return _Soak(params, city, plan, endpoints, say).run()
 
@@ -238,6 +237,7 @@ def _city(path: Path, settings: KafkaSettings | None, params: SoakParams, say: S
     if params.exact_watermarks is not None:
         settings = settings.model_copy(update={"exact_watermarks": params.exact_watermarks})
     with run_city(path, settings=settings, start_broker=own and not os.environ.get("BUS_BOOTSTRAP_SERVERS"),
+                  engine=params.engine, data_dir=path.parent / "kafka",
                   start_registry=own and not os.environ.get("BUS_REGISTRY_URL"),
                   with_connectors=True, with_processors=True, say=say) as city:
         if city.connectors is not None and city.connectors.failed:
@@ -651,9 +651,8 @@ class _Soak:
 
     def _city_pids(self) -> dict[str, int | None]:
         """The bus's processes (this one, the processors child) and the broker (None: not ours)."""
-        broker = self.city.broker
         return {"bus": os.getpid(), "processors": _processors_pid(self.city.processors),
-                "broker": broker.pid if broker else None}
+                "broker": _broker_pid(self.city.broker)}
 
     def _pids(self, load: _Load) -> dict[str, list[int | None]]:
         return {**{part: [pid] for part, pid in self._city_pids().items()},
@@ -952,6 +951,15 @@ def _processors_pid(processors: Any) -> int | None:
         return supervisor.pid(processors.NAME)
     process = getattr(processors, "process", None)
     return process.pid if process is not None else None
+
+
+def _broker_pid(broker: Any) -> int | None:
+    """The broker's process when the soak started it: the embedded one, or the Kafka node."""
+    if broker is None:
+        return None
+    if isinstance(broker, LocalKafka):
+        return next(iter(broker.pids), None)
+    return broker.pid
 
 
 def _short(group: str, topology: Topology) -> str:
