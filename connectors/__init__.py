@@ -1,6 +1,6 @@
 """The adapters for the city's department systems, one module each.
 
-Each is installed as an entry point of the group ``bus.connectors`` (see pyproject.toml)
+Each is installed as an entry point of the group ``bus.connect`` (see pyproject.toml)
 and is found by its type name in ``topology.yaml``:
 
 - ``http_ingest`` (:mod:`connectors.http_ingest`): departments push JSON over HTTP;

@@ -7,7 +7,7 @@ import re
 
 from psycopg.conninfo import conninfo_to_dict
 
-from bus.connectors.exceptions import ConnectorError
+from bus.connect.exceptions import ConnectorError
 
 
 class DatabaseUnreachable(ConnectorError):

@@ -46,10 +46,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from bus.connectors.base import Source, SourceContext
-from bus.connectors.config import ConnectorConfig
-from bus.connectors.exceptions import ConnectorError, ConnectorFailed, Interrupted
-from bus.connectors.records import RawRecord
+from bus.connect.base import Source, SourceContext
+from bus.connect.config import ConnectorConfig
+from bus.connect.exceptions import ConnectorError, ConnectorFailed, Interrupted
+from bus.connect.records import RawRecord
 from bus.errors import BusError
 from bus.kafka.exceptions import KafkaError
 from bus.registry.exceptions import RegistryUnreachable

@@ -12,7 +12,7 @@ The caller is the connector's department, authenticated by ``Authorization: Bear
 <token>`` or by an HMAC-SHA256 signature (``X-Bus-Signature-256: sha256=<hex>``) of
 ``<timestamp>.`` + the body, the timestamp sent as ``X-Bus-Timestamp`` (Unix seconds) and
 refused outside ``auth.signature_max_age_s`` (300 s) of the bus's clock, so that a captured
-request cannot be replayed (``bus.connectors.signing.sign_request`` makes both headers). Answers:
+request cannot be replayed (``bus.connect.signing.sign_request`` makes both headers). Answers:
 
 - 202 once the broker acknowledged every record (JSON: topic, partition, offset, ce_id...);
 - 400 with ``problems: [{path, problem}]`` (``line`` too for a batch);
@@ -47,10 +47,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bus.serving import bind
-from bus.connectors.base import Source, SourceContext
-from bus.connectors.config import ConnectorConfig, SecretRef
-from bus.connectors.exceptions import ConnectorError
-from bus.connectors.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamped, verify
+from bus.connect.base import Source, SourceContext
+from bus.connect.config import ConnectorConfig, SecretRef
+from bus.connect.exceptions import ConnectorError
+from bus.connect.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamped, verify
 from bus.kafka.config import MAX_RECORD_BYTES
 from bus.kafka.exceptions import KafkaError
 from bus.publish.exceptions import InputInvalid, PublishRefused

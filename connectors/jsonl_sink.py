@@ -38,10 +38,10 @@ from typing import Any, ClassVar, TextIO
 
 from pydantic import Field
 
-from bus.connectors.base import Sink, SinkContext
-from bus.connectors.config import ConnectorConfig
-from bus.connectors.exceptions import Backpressure, ConnectorError
-from bus.connectors.records import SinkBatch, SinkRecord
+from bus.connect.base import Sink, SinkContext
+from bus.connect.config import ConnectorConfig
+from bus.connect.exceptions import Backpressure, ConnectorError
+from bus.connect.records import SinkBatch, SinkRecord
 
 TP = tuple[str, int]
 _SUFFIX = ".jsonl"

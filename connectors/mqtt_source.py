@@ -37,10 +37,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field
 
-from bus.connectors.base import Source, SourceContext
-from bus.connectors.config import ConnectorConfig, SecretRef
-from bus.connectors.exceptions import ConnectorError, ConnectorFailed, Interrupted
-from bus.connectors.records import RawRecord
+from bus.connect.base import Source, SourceContext
+from bus.connect.config import ConnectorConfig, SecretRef
+from bus.connect.exceptions import ConnectorError, ConnectorFailed, Interrupted
+from bus.connect.records import RawRecord
 from bus.kafka.exceptions import KafkaError
 from bus.registry.exceptions import RegistryUnreachable
 from bus.errors import BusError

@@ -42,10 +42,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import Field
 
-from bus.connectors.base import Sink, SinkContext
-from bus.connectors.config import ConnectorConfig, SecretRef
-from bus.connectors.exceptions import Backpressure, ConnectorError, Interrupted, RecordFailed
-from bus.connectors.records import SinkBatch, SinkRecord
+from bus.connect.base import Sink, SinkContext
+from bus.connect.config import ConnectorConfig, SecretRef
+from bus.connect.exceptions import Backpressure, ConnectorError, Interrupted, RecordFailed
+from bus.connect.records import SinkBatch, SinkRecord
 from bus.registry.client import registry_call, registry_client
 from bus.routing.plan import derive_schema
 from bus.schemas import wire

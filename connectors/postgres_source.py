@@ -58,11 +58,11 @@ from psycopg import sql
 from pydantic import Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
-from bus.connectors.base import Source, SourceContext
-from bus.connectors.config import ConnectorConfig, SecretRef
-from bus.connectors.exceptions import ConnectorError, ConnectorFailed, Interrupted
-from bus.connectors.offsets import Position
-from bus.connectors.records import RawRecord
+from bus.connect.base import Source, SourceContext
+from bus.connect.config import ConnectorConfig, SecretRef
+from bus.connect.exceptions import ConnectorError, ConnectorFailed, Interrupted
+from bus.connect.offsets import Position
+from bus.connect.records import RawRecord
 from bus.errors import BusError
 from bus.kafka.exceptions import KafkaError
 from bus.registry.exceptions import RegistryUnreachable

@@ -69,11 +69,11 @@ import httpx
 from pydantic import Field
 
 from bus import __version__
-from bus.connectors.answers import excerpt, retry_after_s
-from bus.connectors.base import Source, SourceContext
-from bus.connectors.config import ConnectorConfig, SecretRef
-from bus.connectors.exceptions import ConnectorError, ConnectorFailed, Interrupted
-from bus.connectors.records import RawRecord
+from bus.connect.answers import excerpt, retry_after_s
+from bus.connect.base import Source, SourceContext
+from bus.connect.config import ConnectorConfig, SecretRef
+from bus.connect.exceptions import ConnectorError, ConnectorFailed, Interrupted
+from bus.connect.records import RawRecord
 from bus.errors import BusError
 from bus.kafka.exceptions import KafkaError
 from bus.registry.exceptions import RegistryUnreachable

@@ -31,12 +31,12 @@ import aiohttp
 from pydantic import Field
 
 from bus import __version__
-from bus.connectors.answers import excerpt, retry_after_s
-from bus.connectors.base import Sink, SinkContext
-from bus.connectors.config import ConnectorConfig, SecretRef
-from bus.connectors.exceptions import Backpressure, Interrupted, RecordFailed
-from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
-from bus.connectors.signing import SIGNATURE_HEADER, sign
+from bus.connect.answers import excerpt, retry_after_s
+from bus.connect.base import Sink, SinkContext
+from bus.connect.config import ConnectorConfig, SecretRef
+from bus.connect.exceptions import Backpressure, Interrupted, RecordFailed
+from bus.connect.records import RawRecord, SinkBatch, SinkRecord
+from bus.connect.signing import SIGNATURE_HEADER, sign
 from bus.retry import retry_async
 
 #: Kafka header -> HTTP header (CloudEvents HTTP binding, binary mode).

@@ -28,11 +28,11 @@ def test_an_import_against_the_layers_is_named(tmp_path: Path) -> None:
     # The same contract with two layers swapped: the router imports the connector kit, so the
     # contract breaks and says where (a check that could not fail would prove nothing).
     text = (REPO / "pyproject.toml").read_text()
-    swapped = text.replace('    "bus.routing",\n    "bus.connectors",\n', '    "bus.connectors",\n    "bus.routing",\n')
+    swapped = text.replace('    "bus.routing",\n    "bus.connect",\n', '    "bus.connect",\n    "bus.routing",\n')
     if swapped == text:
-        pytest.fail("the layers in pyproject.toml no longer list bus.routing right above bus.connectors")
+        pytest.fail("the layers in pyproject.toml no longer list bus.routing right above bus.connect")
     config = tmp_path / "pyproject.toml"
     config.write_text(swapped)
     result = _lint(config)
     assert result.returncode == 1
-    assert "bus.routing.router -> bus.connectors" in result.stdout, result.stdout
+    assert "bus.routing.router -> bus.connect" in result.stdout, result.stdout

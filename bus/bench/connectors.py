@@ -46,7 +46,7 @@ from confluent_kafka import Producer
 from bus.bench.brokers import Engine, drop_namespace as _drop_namespace, given_or_started
 from bus.bench.steady import Window, load_average, warn_short
 from bus.bench.route import PARTITIONS, Say, bench_topology
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.demo.samples import camera_alarm
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings, producer_config

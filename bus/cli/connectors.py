@@ -11,11 +11,11 @@ import typer
 
 from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
-from bus.connectors import ConnectorRunner, StatusStore, describe_config, load_connector_class
-from bus.connectors.exceptions import ConnectorError
-from bus.connectors.registry import GROUP, installed_types
+from bus.connect import ConnectorRunner, StatusStore, describe_config, load_connector_class
+from bus.connect.exceptions import ConnectorError
+from bus.connect.registry import GROUP, installed_types
 from bus.errors import BusError
-from bus.connectors.registry import KIT_CHECKS
+from bus.connect.registry import KIT_CHECKS
 from bus.topology.validate import load_topology
 
 connector_app = typer.Typer(

@@ -10,7 +10,7 @@ import typer
 
 from bus.cli.app import app
 from bus.cli.options import TopologyOption, cli_settings
-from bus.connectors.registry import KIT_CHECKS
+from bus.connect.registry import KIT_CHECKS
 from bus.integrate.apply import apply as apply_plan
 from bus.integrate.asyncapi import asyncapi_document
 from bus.integrate.asyncapi import render as render_asyncapi

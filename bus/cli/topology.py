@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from bus.cli.app import app
-from bus.connectors.registry import KIT_CHECKS
+from bus.connect.registry import KIT_CHECKS
 from bus.topology.validate import validate_topology
 
 

@@ -4,7 +4,7 @@ Every dead-letter topic of a topology's namespace is scanned: each connector's
 (``bus-dlq-<connector>`` or its ``errors.deadletterqueue.topic.name``) and the router's
 (``bus-router-dlq``). A dead letter is the failed record itself (key, value, original
 headers) plus Kafka Connect's ``__connect.errors.*`` headers (see
-:mod:`bus.connectors.dlq`), which say where it came from and why it failed.
+:mod:`bus.connect.dlq`), which say where it came from and why it failed.
 
 Replay sends dead letters of one connector to where they were going:
 
@@ -56,14 +56,14 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from bus.connectors.assembly import Assembly, assemble
-from bus.connectors.base import Sink, Source
+from bus.connect.assembly import Assembly, assemble
+from bus.connect.base import Sink, Source
 from bus.kafka.compacted import CompactedTopic
-from bus.connectors.dlq import HEADER_PREFIX, STAGE_TASK_POLL, STAGE_VALUE_CONVERTER
-from bus.connectors.exceptions import Backpressure
-from bus.connectors.monitor import ConnectorMonitor
-from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
-from bus.connectors.sink_loop import DecodeFailed
+from bus.connect.dlq import HEADER_PREFIX, STAGE_TASK_POLL, STAGE_VALUE_CONVERTER
+from bus.connect.exceptions import Backpressure
+from bus.connect.monitor import ConnectorMonitor
+from bus.connect.records import RawRecord, SinkBatch, SinkRecord
+from bus.connect.sink_loop import DecodeFailed
 from bus.consume.decoder import Decoder
 from bus.errors import BusError
 from bus.kafka.admin import wait_for_broker

@@ -24,8 +24,8 @@ from confluent_kafka import OFFSET_BEGINNING
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from bus.connectors.dlq import context_headers
-from bus.connectors.records import RawRecord
+from bus.connect.dlq import context_headers
+from bus.connect.records import RawRecord
 from bus.consume.decoder import Decoder
 from bus.kafka.admin import TopicSpec, ensure_topics, wait_for_broker
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config, router_commit_interval_s

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus.connectors.runner import ConnectorRunner
+from bus.connect.runner import ConnectorRunner
 from bus.errors import BusError
 from bus.kafka.config import KafkaSettings
 from bus.ops.metrics import BusMonitor

@@ -25,7 +25,7 @@ from bus.registry.server import EmbeddedRegistry
 from bus.ops.metrics import BusMonitor
 from bus.routing.service import RoutingService
 from bus.runtime.parts import Connectors, Processors, running_connectors, running_processors
-from bus.connectors.registry import KIT_CHECKS
+from bus.connect.registry import KIT_CHECKS
 from bus.topology.validate import load_topology
 from bus.web.cluster import ClusterProvider
 from bus.web.ops import OpsServer, broker_check, registry_check

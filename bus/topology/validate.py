@@ -55,7 +55,7 @@ def load_topology(path: Path | str, connectors: ConnectorChecks | None = None) -
 
 class ConnectorChecks(Protocol):
     """The connector kit's checks of a connector entry, which this package cannot make itself
-    (the kit builds on it): :data:`bus.connectors.config.KIT_CHECKS`."""
+    (the kit builds on it): :data:`bus.connect.config.KIT_CHECKS`."""
 
     def installed_types(self) -> list[str]:
         """The connector types installed here; raises a BusError when that cannot be told."""

@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from pydantic import ValidationError
 
 from bus.kafka.compacted import CompactedTopic
-from bus.connectors.status import StatusStore
+from bus.connect.status import StatusStore
 from bus.errors import BusError
 from bus.kafka.admin import admin
 from bus.kafka.config import KafkaSettings, consumer_config

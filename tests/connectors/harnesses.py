@@ -1,5 +1,5 @@
 """The conformance harnesses of this repository's connector types: each drives one type with
-a real peer through the suite of :mod:`bus.connectors.conformance` (``test_conformance.py``
+a real peer through the suite of :mod:`bus.connect.conformance` (``test_conformance.py``
 runs them). Adding a type: write its harness here and add it to :data:`HARNESSES` (until
 then, name it in :data:`PENDING`)."""
 
@@ -17,8 +17,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bus.connectors.conformance import BadInput, Harness, SinkHarness, SourceHarness, wait_until
-from bus.connectors import GROUP, ConnectorRunner
+from bus.connect.conformance import BadInput, Harness, SinkHarness, SourceHarness, wait_until
+from bus.connect import GROUP, ConnectorRunner
 from bus.demo.samples import sample
 from tests.connectors.population_table import CREATE, TABLE, insert, person
 from tests.connectors.rest_server import CaseServer, iso, to_ms

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bus.connectors.signing import verify
+from bus.connect.signing import verify
 from bus.demo.simulators.base import JsonHandler, QuietHTTPServer
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
 from bus.publish import Publisher
@@ -38,7 +38,7 @@ def install_entry_points(folder: Path) -> Path:
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: citybus-connectors-test\nVersion: 0.0.0\n")
     lines = "".join(f"{name} = {value}\n" for name, value in ENTRY_POINTS.items())
-    (dist / "entry_points.txt").write_text(f"[bus.connectors]\n{lines}")
+    (dist / "entry_points.txt").write_text(f"[bus.connect]\n{lines}")
     return folder
 
 

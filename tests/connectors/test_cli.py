@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 import bus.cli.connectors  # noqa: F401  (adds `bus connector` to the app)
 from bus.cli.app import app
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.kafka.broker import free_port
 from bus.kafka.config import KafkaSettings

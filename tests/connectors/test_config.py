@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.connectors import ConnectorConfigInvalid, SecretRef, config_problems, describe_config, parse_config
-from bus.connectors.config import ConnectorConfig
+from bus.connect import ConnectorConfigInvalid, SecretRef, config_problems, describe_config, parse_config
+from bus.connect.config import ConnectorConfig
 from connectors.http_ingest import HttpIngestConfig
 from connectors.webhook_sink import WebhookSinkConfig
 from tests.connectors.support import entry_points
@@ -105,7 +105,7 @@ def test_help_is_generated_from_the_models() -> None:
 def test_problems_land_on_the_lines_of_topology_yaml_as_bus_validate_shows_them(tmp_path: Path) -> None:
     from ruamel.yaml import YAML
 
-    from bus.connectors.registry import KIT_CHECKS
+    from bus.connect.registry import KIT_CHECKS
     from bus.topology.validate import validate_topology
     from tests.fixtures.city import write_city_topology
 

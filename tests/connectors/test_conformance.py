@@ -1,5 +1,5 @@
 """Every connector type of this repository through the conformance suite
-(:mod:`bus.connectors.conformance`, the suite outside adapter authors run too) with its
+(:mod:`bus.connect.conformance`, the suite outside adapter authors run too) with its
 harness (``harnesses.py``): its config model, start/stop/restart without loss or repeat,
 dead letters, secrets.
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bus.connectors.registry import installed
+from bus.connect.registry import installed
 from bus.kafka.admin import admin, delete_topics
 from bus.kafka.config import KafkaSettings
-from bus.connectors.conformance import Env, Harness, check_config_model, check_live
+from bus.connect.conformance import Env, Harness, check_config_model, check_live
 from tests.connectors.harnesses import HARNESSES, PENDING, conformance_entry_points
 from tests.connectors.services import database  # noqa: F401 (fixture of the postgres harnesses)
 from tests.fixtures.city import City, write_city_topology

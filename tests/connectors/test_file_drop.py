@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from bus.connectors import ConnectorConfigInvalid, ConnectorRunner
-from bus.connectors.base import SourceContext
-from bus.connectors.config import parse_config
-from bus.connectors.monitor import ConnectorMonitor
+from bus.connect import ConnectorConfigInvalid, ConnectorRunner
+from bus.connect.base import SourceContext
+from bus.connect.config import parse_config
+from bus.connect.monitor import ConnectorMonitor
 from bus.retry import RetryPolicy
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS

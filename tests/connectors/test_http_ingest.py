@@ -13,8 +13,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from bus.connectors import ConnectorRunner
-from bus.connectors.signing import sign, sign_request
+from bus.connect import ConnectorRunner
+from bus.connect.signing import sign, sign_request
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.kafka.broker import EmbeddedBroker

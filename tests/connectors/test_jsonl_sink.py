@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.kafka.config import producer_config
 from bus.topology.models import Connector

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from bus.connectors import (
+from bus.connect import (
     Backpressure,
     ConnectorConfig,
     ConnectorRunner,

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.topology.models import Connector

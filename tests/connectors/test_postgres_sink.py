@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Producer
 from structlog.testing import capture_logs
 
-from bus.connectors import ConnectorRunner
-from bus.connectors.exceptions import ConnectorError
+from bus.connect import ConnectorRunner
+from bus.connect.exceptions import ConnectorError
 from bus.demo.samples import GENERATORS
 from bus.kafka.config import producer_config
 from bus.registry.client import registry_client

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from bus.connectors import ConnectorRunner
-from bus.connectors.config import ConnectorConfigInvalid, parse_config
-from bus.connectors.exceptions import ConnectorError
-from bus.connectors.registry import config_problems
+from bus.connect import ConnectorRunner
+from bus.connect.config import ConnectorConfigInvalid, parse_config
+from bus.connect.exceptions import ConnectorError
+from bus.connect.registry import config_problems
 from bus.consume.tail import tail
 from bus.topology.models import Connector
 from connectors.postgres_source import PostgresSource, PostgresSourceConfig, json_value, to_position_value

@@ -1,4 +1,4 @@
-"""Connector types are found through the entry-point group `bus.connectors`."""
+"""Connector types are found through the entry-point group `bus.connect`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.connectors import Sink, Source, UnknownConnectorType, installed, load_connector_class
-from bus.connectors.exceptions import ConnectorLoadError
+from bus.connect import Sink, Source, UnknownConnectorType, installed, load_connector_class
+from bus.connect.exceptions import ConnectorLoadError
 from connectors.http_ingest import HttpIngest
 from connectors.webhook_sink import WebhookSink
 from tests.connectors.support import ENTRY_POINTS, entry_points, install_entry_points
@@ -44,7 +44,7 @@ def test_an_unknown_type_names_the_installed_ones() -> None:
     ("target", "message"),
     [("connectors.nowhere:Thing", "cannot be loaded: ModuleNotFoundError"),
      ("connectors.http_ingest:Missing", "cannot be loaded: AttributeError"),
-     ("connectors.http_ingest:HttpIngestConfig", "is not a subclass of bus.connectors.Source")],
+     ("connectors.http_ingest:HttpIngestConfig", "is not a subclass of bus.connect.Source")],
     ids=["no module", "no class", "not a connector"],
 )
 def test_a_broken_entry_point_is_named(target: str, message: str) -> None:

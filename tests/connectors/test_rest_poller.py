@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from bus.connectors import (
+from bus.connect import (
     ConnectorConfigInvalid,
     ConnectorFailed,
     ConnectorRunner,

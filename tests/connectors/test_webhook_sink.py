@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.topology.models import Connector
 from tests.connectors.support import (

@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bus.connectors import ConnectorRunner
-from bus.connectors.signing import sign
+from bus.connect import ConnectorRunner
+from bus.connect.signing import sign
 from bus.consume.tail import TailedRecord, tail
 from bus.demo.samples import DISTRICTS, GENERATORS
 from bus.demo.simulators import (

@@ -34,7 +34,7 @@ from urllib.parse import unquote
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.demo.samples import REGION_CODES, camera_alarm, population_change
 from bus.kafka.admin import admin, delete_topics
 from bus.kafka.config import KafkaSettings

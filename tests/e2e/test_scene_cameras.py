@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.demo.samples import GENERATORS
 from bus.processors.cameras import DISTRICTS, CameraInfo, enrich_alarm, load_camera_file
 from bus.publish import Publisher

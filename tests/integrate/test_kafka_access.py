@@ -34,7 +34,7 @@ from confluent_kafka.admin import AdminClient
 
 from bus.demo.samples import GENERATORS
 from bus.integrate.plan import make_plan, render
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.kafka.config import KafkaSettings, admin_config, consumer_config, producer_config
 from bus.kafka.local import LocalKafka
 from bus.publish import Publisher

@@ -22,9 +22,9 @@ from typer.testing import CliRunner, Result
 
 from bus.cli import dlq  # noqa: F401  (registers `bus dlq`; bus.cli.app lists the command modules)
 from bus.cli.app import app
-from bus.connectors import ConnectorRunner, DeadLetterQueue, RawRecord
+from bus.connect import ConnectorRunner, DeadLetterQueue, RawRecord
 from bus.kafka.compacted import AckedProducer
-from bus.connectors.dlq import context_headers
+from bus.connect.dlq import context_headers
 from bus.demo.samples import GENERATORS
 from bus.errors import BusError
 from bus.kafka.admin import TopicSpec, admin, delete_topics, ensure_topics

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bus.connectors import ConnectorRunner
+from bus.connect import ConnectorRunner
 from bus.kafka.admin import admin, delete_topics
 from bus.topology.models import Connector
 from tests.connectors.support import entry_points

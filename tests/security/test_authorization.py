@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from bus.connectors.signing import sign, sign_request, timestamped
+from bus.connect.signing import sign, sign_request, timestamped
 from bus.consume.tail import tail
 from bus.demo.samples import GENERATORS
 from bus.kafka.admin import admin

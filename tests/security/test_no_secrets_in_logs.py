@@ -39,9 +39,9 @@ import structlog
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
-from bus.connectors import ConnectorRunner
-from bus.connectors.exceptions import ConnectorError
-from bus.connectors.signing import sign, sign_request
+from bus.connect import ConnectorRunner
+from bus.connect.exceptions import ConnectorError
+from bus.connect.signing import sign, sign_request
 from bus.demo.samples import GENERATORS
 from bus.kafka.broker import free_port
 from bus.kafka.config import producer_config

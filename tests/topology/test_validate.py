@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.connectors.registry import KIT_CHECKS
+from bus.connect.registry import KIT_CHECKS
 from bus.topology import Problem, TopologyInvalid, load_topology, validate_topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -302,7 +302,7 @@ HOW = ("(a connector type is an installed package that declares an entry point i
 
 
 def _installed() -> str:
-    from bus.connectors.registry import installed
+    from bus.connect.registry import installed
 
     names = sorted(installed())
     assert "mqtt_source" in names, names  # the package's own types are installed (pip install -e .)
@@ -335,7 +335,7 @@ def test_an_installed_connector_type_passes_and_its_config_is_checked(tmp_path: 
 
 
 def test_no_connector_type_installed_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bus.connectors.registry.installed_types", lambda entry_points=None: {})
+    monkeypatch.setattr("bus.connect.registry.installed_types", lambda entry_points=None: {})
     problem = _only(_write(tmp_path, SOURCE.replace("TYPE", "mqtt_source")))
     assert (problem.line, problem.col) == (11, 11), problem
     assert problem.message == f"connector type 'mqtt_source' is not installed, and no connector type is; {HOW[1:-1]}"

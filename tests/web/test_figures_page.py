@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bus.kafka.compacted import CompactedTopic
-from bus.connectors.status import now_iso
+from bus.connect.status import now_iso
 from bus.kafka.admin import delete_topics
 from bus.ops.metrics import BusMonitor
 from bus.topology.models import topic_name

@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 import bus.cli.web  # noqa: F401  (adds `bus web` and `bus graph` to the app)
 from bus.cli.app import app
 from bus.kafka.compacted import AckedProducer, CompactedTopic
-from bus.connectors.status import ConnectorStatus, StatusStore, now_iso
+from bus.connect.status import ConnectorStatus, StatusStore, now_iso
 from bus.kafka.admin import TopicSpec, admin, delete_topics, ensure_topics
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config
 from bus.ops.lag import bus_groups

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from bus.connectors.signing import SIGNATURE_HEADER, verify
+from bus.connect.signing import SIGNATURE_HEADER, verify
 from bus.demo.simulators.base import JsonHandler, QuietHTTPServer, Simulator
 from bus.demo.simulators.exceptions import SimulatorError
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bus.connectors.conformance import (
+from bus.connect.conformance import (
     BadInput, Bus, Env, SinkHarness, bus_from_environment, check_config_model, check_live,
 )
 from bus.demo import samples

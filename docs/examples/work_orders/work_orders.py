@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from bus.connectors import Backpressure, ConnectorConfig, RecordFailed, Sink, SinkBatch, SinkContext, SinkRecord
+from bus.connect import Backpressure, ConnectorConfig, RecordFailed, Sink, SinkBatch, SinkContext, SinkRecord
 
 
 class WorkOrderFolderConfig(ConnectorConfig):

@@ -14,8 +14,8 @@
   delivers the batch again later.
 
 Each connector type declares its settings as ``config_model`` (a
-:class:`~bus.connectors.config.ConnectorConfig` subclass) and is installed as an entry
-point of the group ``bus.connectors``.
+:class:`~bus.connect.config.ConnectorConfig` subclass) and is installed as an entry
+point of the group ``bus.connect``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from bus.connectors.config import ConnectorConfig
-from bus.connectors.dlq import STAGE_TASK_POLL, STAGE_TASK_PUT, ErrorPolicy
-from bus.connectors.exceptions import Backpressure, ConnectorError, Interrupted
-from bus.connectors.monitor import ConnectorMonitor
-from bus.connectors.offsets import OffsetStore, Position
-from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
+from bus.connect.config import ConnectorConfig
+from bus.connect.dlq import STAGE_TASK_POLL, STAGE_TASK_PUT, ErrorPolicy
+from bus.connect.exceptions import Backpressure, ConnectorError, Interrupted
+from bus.connect.monitor import ConnectorMonitor
+from bus.connect.offsets import OffsetStore, Position
+from bus.connect.records import RawRecord, SinkBatch, SinkRecord
 from bus.retry import RetryPolicy
 from bus.errors import BusError
 from bus.kafka.config import KafkaSettings

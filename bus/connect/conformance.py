@@ -51,9 +51,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from bus.connectors.base import Sink, Source
-from bus.connectors.registry import GROUP, config_problems, load_connector_class
-from bus.connectors.runner import ConnectorRunner
+from bus.connect.base import Sink, Source
+from bus.connect.registry import GROUP, config_problems, load_connector_class
+from bus.connect.runner import ConnectorRunner
 from bus.consume.tail import tail
 from bus.kafka.admin import TopicSpec, delete_topics, ensure_topics, with_detected_profile
 from bus.kafka.config import KafkaSettings, consumer_config, producer_config

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bus.kafka.compacted import AckedProducer, CompactedTopic
-from bus.connectors.exceptions import OffsetStoreError
+from bus.connect.exceptions import OffsetStoreError
 from bus.kafka.config import KafkaSettings
 from bus.topology.names import offsets_topic
 

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from bus.connectors.records import RawRecord
+from bus.connect.records import RawRecord
 
-log = structlog.get_logger("bus.connectors")
+log = structlog.get_logger("bus.connect")
 
 
 class MetricsHooks(Protocol):

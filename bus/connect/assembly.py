@@ -1,6 +1,6 @@
 """Building one connector from its entry in topology.yaml: its class, its checked config
 (secrets resolved), its monitor, its dead-letter queue and error policy, and, for a source,
-its position and publishers. The runner (:mod:`bus.connectors.runner`) and dead-letter
+its position and publishers. The runner (:mod:`bus.connect.runner`) and dead-letter
 replay (:mod:`bus.ops.deadletters`) build connectors the same way, here."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 
-from bus.connectors.base import PublisherPool, Sink, SinkContext, Source, SourceContext, class_path, same_side
+from bus.connect.base import PublisherPool, Sink, SinkContext, Source, SourceContext, class_path, same_side
 from bus.kafka.compacted import AckedProducer
-from bus.connectors.config import ConnectorConfig, parse_config
-from bus.connectors.dlq import DeadLetterQueue, ErrorPolicy
-from bus.connectors.monitor import ConnectorMonitor, MetricsHooks
-from bus.connectors.offsets import OffsetStore
-from bus.connectors.registry import load_connector_class
-from bus.connectors.status import StatusStore
+from bus.connect.config import ConnectorConfig, parse_config
+from bus.connect.dlq import DeadLetterQueue, ErrorPolicy
+from bus.connect.monitor import ConnectorMonitor, MetricsHooks
+from bus.connect.offsets import OffsetStore
+from bus.connect.registry import load_connector_class
+from bus.connect.status import StatusStore
 from bus.kafka.config import KafkaSettings
 from bus.topology.models import Connector, Topology
 from bus.topology.names import dlq_topic

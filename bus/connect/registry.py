@@ -1,5 +1,5 @@
 """Which connector types are installed: a name -> ``module:Class`` map read from the
-entry-point group ``bus.connectors``.
+entry-point group ``bus.connect``.
 
 A department's own package adds a connector type by declaring, in its pyproject.toml::
 
@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bus.connectors.base import Sink, Source
-from bus.connectors.config import model_problems, resolve_secrets
-from bus.connectors.exceptions import ConnectorError, ConnectorLoadError, Loc, UnknownConnectorType
+from bus.connect.base import Sink, Source
+from bus.connect.config import model_problems, resolve_secrets
+from bus.connect.exceptions import ConnectorError, ConnectorLoadError, Loc, UnknownConnectorType
 
 GROUP = "bus.connectors"
 
@@ -86,8 +86,8 @@ def load_connector_class(
         ) from exc
     if not (isinstance(kind, type) and issubclass(kind, (Source, Sink))):
         raise ConnectorLoadError(
-            f"connector type {name!r} names {target}, which is not a subclass of bus.connectors.Source "
-            "or bus.connectors.Sink"
+            f"connector type {name!r} names {target}, which is not a subclass of bus.connect.Source "
+            "or bus.connect.Sink"
         )
     return kind
 

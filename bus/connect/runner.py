@@ -1,9 +1,9 @@
 """Running one connector: start, stop, pause, resume, status.
 
-The connector is built by :func:`bus.connectors.assembly.assemble`. A source runs its
+The connector is built by :func:`bus.connect.assembly.assemble`. A source runs its
 ``run()`` loop on the runner's thread and publishes through :class:`~bus.publish.Publisher`;
 its position is read from the offsets topic at start. A sink is fed by
-:class:`bus.connectors.sink_loop.SinkLoop` on the runner's thread.
+:class:`bus.connect.sink_loop.SinkLoop` on the runner's thread.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint
 
-from bus.connectors.assembly import Assembly, assemble
-from bus.connectors.base import Sink, Source
-from bus.connectors.exceptions import ConnectorFailed, Interrupted
-from bus.connectors.monitor import MetricsHooks
-from bus.connectors.sink_loop import SinkLoop
-from bus.connectors.status import ConnectorStatus, State, now_iso
+from bus.connect.assembly import Assembly, assemble
+from bus.connect.base import Sink, Source
+from bus.connect.exceptions import ConnectorFailed, Interrupted
+from bus.connect.monitor import MetricsHooks
+from bus.connect.sink_loop import SinkLoop
+from bus.connect.status import ConnectorStatus, State, now_iso
 from bus.kafka.config import KafkaSettings
 from bus.topology.models import Connector, Topology
 from bus.topology.names import connector_group, dlq_topic

@@ -13,7 +13,7 @@ from bus.errors import BusError, ConfigError
 from bus.topology.exceptions import suggest
 
 if TYPE_CHECKING:
-    from bus.connectors.base import RawRecord
+    from bus.connect.base import RawRecord
 
 #: A location inside a connector's entry of topology.yaml, e.g. ("config", "auth", "token").
 Loc = tuple[str | int, ...]

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from bus.connectors.assembly import GROUP_PREFIX
-from bus.connectors.base import Sink
-from bus.connectors.config import ConnectorConfig
-from bus.connectors.dlq import STAGE_VALUE_CONVERTER
-from bus.connectors.exceptions import Backpressure, ConnectorError, ConnectorFailed, Interrupted
-from bus.connectors.monitor import ConnectorMonitor
-from bus.connectors.records import RawRecord, SinkBatch, SinkRecord
+from bus.connect.assembly import GROUP_PREFIX
+from bus.connect.base import Sink
+from bus.connect.config import ConnectorConfig
+from bus.connect.dlq import STAGE_VALUE_CONVERTER
+from bus.connect.exceptions import Backpressure, ConnectorError, ConnectorFailed, Interrupted
+from bus.connect.monitor import ConnectorMonitor
+from bus.connect.records import RawRecord, SinkBatch, SinkRecord
 from bus.consume.decoder import Decoder
 from bus.kafka.config import KafkaSettings, consumer_config
 from bus.registry.client import registry_client

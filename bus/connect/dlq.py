@@ -14,10 +14,10 @@ import traceback
 from dataclasses import dataclass
 
 from bus.kafka.compacted import AckedProducer
-from bus.connectors.config import ConnectorConfig
-from bus.connectors.exceptions import ConnectorFailed
-from bus.connectors.monitor import ConnectorMonitor
-from bus.connectors.records import RawRecord
+from bus.connect.config import ConnectorConfig
+from bus.connect.exceptions import ConnectorFailed
+from bus.connect.monitor import ConnectorMonitor
+from bus.connect.records import RawRecord
 from bus.kafka.admin import TopicSpec, ensure_topics
 from bus.kafka.config import KafkaSettings
 

@@ -29,7 +29,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from bus.topology.loader import describe_value
-from bus.connectors.exceptions import ConnectorConfigInvalid, Loc, SecretUnavailable
+from bus.connect.exceptions import ConnectorConfigInvalid, Loc, SecretUnavailable
 from bus.retry import RetryPolicy
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
