@@ -56,6 +56,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import httpx
+import psutil
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
@@ -514,35 +515,32 @@ def _parts(rss: dict[str, float | None]) -> dict[str, float | None]:
 
 
 def rss_mb(pid: int | None) -> float | None:
-    """Resident memory of a process in MB (Linux /proc), None when it is gone."""
+    """Resident memory of a process in MB, None when it is gone."""
     if pid is None:
         return None
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        return psutil.Process(pid).memory_info().rss / (1024 * 1024)
+    except psutil.Error:
         return None
-    return None
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """CPU time (user + system) a process has used so far, in seconds (Linux /proc); None when
-    it is gone."""
+    """CPU time (user + system) a process has used so far, in seconds; None when it is gone."""
     if pid is None:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU time of the whole machine so far, in clock ticks (Linux /proc/stat)."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return float(sum(ticks) - idle), float(sum(ticks))
+    """(busy, total) CPU time of the whole machine so far, in seconds."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    total = sum(times)
+    return total - idle, total
 
 
 @dataclass(frozen=True)
