@@ -21,6 +21,8 @@ class Decoder:
     def __init__(self, registry: SchemaRegistryClient) -> None:
         self._registry = registry
         self._parsed: dict[int, Any] = {}
+        #: (writer schema id, id of a reader schema) -> (that reader schema, whether it is the writer's)
+        self._same: dict[tuple[int, int], tuple[Any, bool]] = {}
 
     def writer_schema(self, schema_id: int) -> Any:
         if schema_id not in self._parsed:
@@ -38,7 +40,17 @@ class Decoder:
         """The datum in a wire-format value (WireFormatError if it is not one), resolved
         to ``reader_schema`` when given (Avro schema resolution)."""
         schema_id = wire.schema_id_of(value)
-        return wire.decode_body(value, self.writer_schema(schema_id), reader_schema)
+        writer = self.writer_schema(schema_id)
+        if reader_schema is not None and self._is_writer(schema_id, writer, reader_schema):
+            reader_schema = None  # resolving a schema against itself changes nothing, and costs a third
+        return wire.decode_body(value, writer, reader_schema)
+
+    def _is_writer(self, schema_id: int, writer: Any, reader: Any) -> bool:
+        key = (schema_id, id(reader))
+        known = self._same.get(key)
+        if known is None or known[0] is not reader:
+            known = self._same[key] = (reader, reader == writer)
+        return known[1]
 
     def decode_json(self, value: bytes) -> Any:
         return to_json(self.decode(value))
