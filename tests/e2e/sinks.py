@@ -579,3 +579,11 @@ def delete_namespace(settings: KafkaSettings, namespace: str) -> None:
     """Every topic of one example (canonical, subscription, connector status, dead letters)."""
     topics = admin(settings).list_topics(timeout=10).topics
     delete_topics(settings, sorted(t for t in topics if t.startswith(f"{namespace}.")))
+
+
+def written_filters(topology: Topology) -> dict[str, dict[str, Any] | None]:
+    """Each subscription's filter as topology.yaml writes it (read from the file, not the model):
+    for :func:`matches`, an expectation that does not lean on the router's predicates."""
+    assert topology.source is not None, "a topology loaded from a file"
+    written = YAML(typ="safe").load(topology.source.read_text(encoding="utf-8"))
+    return {sub["name"]: sub.get("filter") for sub in written["subscriptions"]}
