@@ -117,8 +117,10 @@ def _measure(topology: Topology, topology_path: Path, settings: KafkaSettings, t
             time.sleep(0.05)
         # start-up ends when the group is stable (the worker holds its partitions), else at the first commit
         origin = min(stable_at, changes[0][0]) if stable_at is not None else changes[0][0]
-        warm = next((c for c in changes if c[0] - origin >= warmup_s), changes[-1])
         end = changes[-1]
+        warm = next((c for c in changes[:-1] if c[0] - origin >= warmup_s), None)
+        if warm is None:  # all committed within the warm-up (a run flagged too short): measured from the start-up's
+            warm = (origin, 0) if end[0] > origin else (started, 0)  # end, or from the launch for a single commit
         window = Window(startup_s=origin - started, warmup_s=warm[0] - origin, warmup_records=warm[1],
                         measured_s=end[0] - warm[0], measured_records=end[1] - warm[1],
                         measured_out=end[1] - warm[1], ready_s=(stable_at or end[0]) - started)
