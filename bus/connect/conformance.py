@@ -248,7 +248,7 @@ class SinkHarness(Harness):
         namespace = self.city.topology.namespace
         self._topic = f"{namespace + '.' if namespace else ''}conformance-sub-{self.env.unique}"
         ensure_topics(self.city.settings, [TopicSpec(self._topic, 1)])
-        self.feeder = _WireFeeder(self.city.settings, self.city.topology, self._topic)
+        self.feeder = WireFeeder(self.city.settings, self.city.topology, self._topic)
         self.produced = 0
 
     def close(self) -> None:
@@ -285,7 +285,7 @@ class SinkHarness(Harness):
             "__connect.errors.offset": str(offset)})
 
     def settle(self, runner: ConnectorRunner) -> None:
-        wait_until(lambda: _committed(self.city.settings, runner.group_id, self._topic) == [self.produced], 20,
+        wait_until(lambda: committed(self.city.settings, runner.group_id, self._topic) == [self.produced], 20,
                    "the sink's offsets committed")
 
 
@@ -451,13 +451,13 @@ def _check_dead_letter(harness: Harness, runner: ConnectorRunner, bad: BadInput)
     status = runner.status()
     assert status.state == "running", f"{harness.type} did not go on after the bad input: {status}"
     if not bad.dead_lettered:
-        assert _read(harness.city.settings, dead_topic, 1, timeout_s=1.0) == []
+        assert read_all(harness.city.settings, dead_topic, 1, timeout_s=1.0) == []
         assert status.counts["dead_lettered"] == 0
         return
-    letters = _read(harness.city.settings, dead_topic, 1)
+    letters = read_all(harness.city.settings, dead_topic, 1)
     assert len(letters) == 1, f"{harness.type}: no dead letter on {dead_topic}"
     assert status.counts["dead_lettered"] == 1, status
-    headers = _text_headers(letters[0])
+    headers = text_headers(letters[0])
     for name in CONTEXT_HEADERS:
         assert headers.get(f"__connect.errors.{name}"), f"{harness.type}: dead letter without {name}: {headers}"
     assert headers["__connect.errors.connector.name"] == runner.name
@@ -488,7 +488,7 @@ def wait_until(
         time.sleep(every_s)
 
 
-def _read(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 20.0) -> list[Message]:
+def read_all(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 20.0) -> list[Message]:
     """The first ``expected`` records of ``topic`` (every partition), read by assignment."""
     consumer = Consumer(consumer_config(settings, group_id="conformance-reader", client_id="conformance-reader"))
     try:
@@ -505,7 +505,7 @@ def _read(settings: KafkaSettings, topic: str, expected: int, timeout_s: float =
         consumer.close()
 
 
-def _committed(settings: KafkaSettings, group: str, topic: str, partitions: int = 1) -> list[int]:
+def committed(settings: KafkaSettings, group: str, topic: str, partitions: int = 1) -> list[int]:
     consumer = Consumer(consumer_config(settings, group_id=group, client_id="conformance-committed"))
     try:
         got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
@@ -514,12 +514,12 @@ def _committed(settings: KafkaSettings, group: str, topic: str, partitions: int 
         consumer.close()
 
 
-def _text_headers(msg: Message) -> dict[str, str]:
+def text_headers(msg: Message) -> dict[str, str]:
     """A consumed message's headers as text (the last value of each name)."""
     return {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
 
 
-class _WireFeeder:
+class WireFeeder:
     """Puts records on a topic as the router fills a subscription topic (wire format,
     CloudEvents headers), and raw values, through one publisher and one producer kept open."""
 

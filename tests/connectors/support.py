@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from bus.connect.conformance import WireFeeder, committed, read_all, text_headers, wait_until  # noqa: F401 (the tests use them from here)
 from bus.connect.signing import verify
 from bus.demo.simulators.base import JsonHandler, QuietHTTPServer
-from bus.kafka.config import KafkaSettings, consumer_config, producer_config
+from bus.kafka.config import KafkaSettings, producer_config
 from bus.publish import Publisher
 from bus.topology.models import Topology
 
@@ -40,20 +40,6 @@ def install_entry_points(folder: Path) -> Path:
     lines = "".join(f"{name} = {value}\n" for name, value in ENTRY_POINTS.items())
     (dist / "entry_points.txt").write_text(f"[bus.connect]\n{lines}")
     return folder
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "the condition", *, every_s: float = 0.02
-) -> Any:
-    """Poll ``condition`` every ``every_s`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)
 
 
 # -- an endpoint --------------------------------------------------------------------------
@@ -203,32 +189,6 @@ def produce_raw(settings: KafkaSettings, topic: str, key: bytes, value: bytes) -
     assert producer.flush(30) == 0
 
 
-def read_all(settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 20.0) -> list[Any]:
-    """The first ``expected`` records of ``topic`` (every partition), read by assignment."""
-    consumer = Consumer(consumer_config(settings, group_id="test-reader", client_id="test-reader"))
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                out.append(msg)
-        return out
-    finally:
-        consumer.close()
-
-
-def committed(settings: KafkaSettings, group: str, topic: str, partitions: int = 1) -> list[int]:
-    consumer = Consumer(consumer_config(settings, group_id=group, client_id="test-committed"))
-    try:
-        got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return [tp.offset for tp in got]
-    finally:
-        consumer.close()
-
-
 # -- every connector type of this repository --------------------------------------------------
 
 #: The entry points of every connector type this repository ships (pyproject.toml's
@@ -246,39 +206,3 @@ def all_entry_points() -> list[EntryPoint]:
     return [EntryPoint(name, value, "bus.connectors") for name, value in ALL_ENTRY_POINTS.items()]
 
 
-def text_headers(msg: Any) -> dict[str, str]:
-    """A consumed message's headers as text (the last value of each name)."""
-    return {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])}
-
-
-class WireFeeder:
-    """Puts records on a topic as the router fills a subscription topic (wire format,
-    CloudEvents headers), and raw values, through one publisher and one producer kept open
-    (cheaper than :func:`produce_wire_records` for a test that feeds many times)."""
-
-    def __init__(self, settings: KafkaSettings, topology: Topology, topic: str) -> None:
-        self.topic = topic
-        self.publisher = Publisher(topology, settings)
-        self.producer = Producer(producer_config(settings, client_id="test-wire-feeder"))
-
-    def _send(self, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> tuple[int, int]:
-        where: list[tuple[int, int]] = []
-        self.producer.produce(self.topic, key=key, value=value, headers=headers,
-                              on_delivery=lambda err, msg: where.append((msg.partition(), msg.offset())))
-        assert self.producer.flush(30) == 0 and where, "the broker did not acknowledge a test record"
-        return where[0]
-
-    def records(self, event_type: str, department: str, records: list[dict[str, Any]]) -> list[Produced]:
-        out = []
-        for record in records:
-            p = self.publisher.prepare(event_type, department, record)
-            out.append(Produced(p.key, p.ce_id, record, *self._send(p.key.encode(), p.value, p.headers)))
-        return out
-
-    def raw(self, key: bytes, value: bytes | None) -> tuple[int, int]:
-        """(partition, offset) of a raw record."""
-        return self._send(key, value, [])
-
-    def close(self) -> None:
-        self.publisher.close()
-        self.producer.flush(10)
