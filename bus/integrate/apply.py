@@ -51,8 +51,8 @@ from bus.topology.models import Topology
 
 Status = Literal["done", "not supported", "failed"]
 #: How long new topics may take until every partition has a leader that answers. A city's
-#: first apply creates about 400 partitions at once; a single broker on a busy 2-core machine
-#: took more than 15 s (``ensure_topics``' default) to lead them all, and apply then failed.
+#: first apply creates about 400 partitions at once, which a single broker on a busy 2-core
+#: machine may take longer than ``ensure_topics``' default (15 s) to lead.
 TOPIC_CREATE_TIMEOUT_S = 90.0
 _UNSUPPORTED = {"_UNSUPPORTED_FEATURE", "UNSUPPORTED_VERSION", "SECURITY_DISABLED"}
 

@@ -3,13 +3,12 @@
 A bus process runs dozens of native threads (librdkafka's per client, the connectors', the
 sinks' event loops). glibc gives threads up to 8 malloc arenas per core, and memory freed
 in one arena is not reused by another, so a long run's resident memory creeps up although
-Python's own objects stay flat (the soak: tracemalloc traced 23 MB while RSS grew by tens
-of MB). :func:`limit_arenas` caps the arenas at ``ARENAS`` unless ``MALLOC_ARENA_MAX`` is
-set (glibc reads it itself); it must run before the process starts threads, so ``bus``
-calls it first thing. :func:`trim` returns free pages of every arena to the system (the
-soak: 17 MB of a 203 MB router process, 6.5 MB of the processors' 192 MB, after two minutes
-of load); :func:`start_trimming` does that every ``TRIM_INTERVAL_S`` from a daemon thread,
-as every ``bus`` command does. All of it does nothing where the C library is not glibc.
+Python's own objects stay flat (docs/performance.md, the soak's memory).
+:func:`limit_arenas` caps the arenas at ``ARENAS`` unless ``MALLOC_ARENA_MAX`` is set (glibc
+reads it itself); it must run before the process starts threads, so ``bus`` calls it first
+thing. :func:`trim` returns free pages of every arena to the system; :func:`start_trimming`
+does that every ``TRIM_INTERVAL_S`` from a daemon thread, as every ``bus`` command does. All
+of it does nothing where the C library is not glibc.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from functools import cache
 
 #: Malloc arenas per process (glibc's default is 8 per core).
 ARENAS = 2
-#: Seconds between two trims; trimming 200 MB of freed small chunks took 13 ms here.
+#: Seconds between two trims; a trim takes milliseconds (docs/performance.md), so a few a
+#: minute cost nothing noticeable.
 TRIM_INTERVAL_S = 20.0
 #: mallopt's parameter number for the arena cap (glibc's malloc.h).
 _M_ARENA_MAX = -8

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import re
 import uuid
 from typing import Any
 
@@ -19,7 +20,13 @@ from bus.schemas.exceptions import FieldProblem, RecordInvalid
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
+#: The largest finite value of each Avro floating point type (IEEE 754 binary32, binary64).
+_LARGEST = {"float": 3.4028234663852886e38, "double": 1.7976931348623157e308}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+#: The one spelling of a UUID the bus takes: RFC 4122's 8-4-4-4-12 hex digits, in either case.
+#: ``uuid.UUID()`` is far looser (no hyphens, braces, "urn:uuid:", and int() digits: "+", "_",
+#: spaces, "0x", non-ASCII digits), which would let text that is no UUID onto the topics.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE)
 
 
 class _Invalid(Exception):
@@ -43,6 +50,8 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, int) and abs(value) >= 10**40:  # all its digits would swamp the message
+        return f"an integer of {_digits(value)} digits"
     if isinstance(value, (int, float)):
         return f"the number {value!r}"
     if isinstance(value, str):
@@ -53,6 +62,15 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _digits(value: int) -> int:
+    """How many decimal digits ``value`` has, without str() (refused beyond 4300 digits)."""
+    value = abs(value)
+    digits = int(math.log10(value)) + 1
+    if 10 ** (digits - 1) > value:
+        return digits - 1
+    return digits + 1 if 10**digits <= value else digits
 
 
 def _record(
@@ -208,14 +226,23 @@ def _primitive(kind: str, value: Any) -> Any:
                 raise _Invalid(f"expected an integer, got {_kind(value)}")
         low, high = _INT32 if kind == "int" else _INT64
         if not low <= value <= high:
-            raise _Invalid(f"{value} is out of range for {kind} ({low}..{high})")
+            shown = value if abs(value) < 10**40 else _kind(value)
+            raise _Invalid(f"{shown} is out of range for {kind} ({low}..{high})")
         return value
     if kind in ("float", "double"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected a number, got {_kind(value)}")
-        if not math.isfinite(value):  # JSON parsers accept NaN and Infinity; no consumer can use them
+        if isinstance(value, float) and not math.isfinite(value):  # JSON parsers accept NaN and Infinity
             raise _Invalid(f"{value} is not a finite number: send a number, or null where the field allows it")
-        return float(value)
+        try:
+            number = float(value)  # a JSON number is read as the nearest double (RFC 8259, section 6)
+        except OverflowError:  # an integer past the largest double (json.loads reads up to 4300 digits)
+            number = math.inf
+        largest = _LARGEST[kind]
+        if not -largest <= number <= largest:
+            raise _Invalid(f"{_kind(value)} is too large for a {kind}: send a number between {-largest!r} "
+                           f"and {largest!r}, or null where the field allows it")
+        return number
     if kind == "string":
         if isinstance(value, str):
             return value
@@ -239,7 +266,8 @@ def _timestamp(value: Any) -> dt.datetime:
     if not isinstance(value, str):
         raise _Invalid(f"expected an RFC 3339 time such as 2026-11-23T08:30:00+08:00, got {_kind(value)}")
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        # RFC 3339 allows a lower case z (and t); Python 3.11 reads only an upper case Z.
+        parsed = dt.datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value)
     except ValueError:
         raise _Invalid(f"{_kind(value)} is not an RFC 3339 time; write e.g. 2026-11-23T08:30:00+08:00") from None
     if parsed.tzinfo is None:
@@ -265,13 +293,18 @@ def _date(value: Any) -> dt.date:
         raise _Invalid(f"{_kind(value)} is not a date; write YYYY-MM-DD") from None
 
 
+def is_uuid(value: Any) -> bool:
+    """True for a UUID written as the bus accepts one: 8-4-4-4-12 hex digits, either case."""
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
+
+
 def _uuid(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"expected a UUID string, got {_kind(value)}")
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise _Invalid(f"{_kind(value)} is not a UUID") from None
+    if _UUID.fullmatch(value) is None:
+        raise _Invalid(f"{_kind(value)} is not a UUID; write 8-4-4-4-12 hex digits, "
+                       "e.g. 6f1c2f3e-1111-4a4a-9b9b-123456789abc")
+    return value.lower()
 
 
 def to_json(value: Any) -> Any:

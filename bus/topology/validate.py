@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from bus.errors import BusError
 from bus.schemas.catalog import EventSchema, FieldInfo, SchemaCatalog
+from bus.schemas.records import is_uuid
 from bus.topology.exceptions import Problem, TopologyInvalid, suggest
 from bus.topology.filters import AllOf, AnyOf, Condition, Filter, Not, Operator, is_rfc3339
 from bus.topology.linkage import ALARM_TYPE, CASE_TYPE, LinkageRule, linkage_problems, plain_rule_names
@@ -578,14 +578,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return True
-
-
 def _is_date(value: Any) -> bool:
     if not isinstance(value, str) or not _DATE.match(value):
         return False
@@ -598,7 +590,7 @@ def _is_date(value: Any) -> bool:
 
 _VALUE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "string": (lambda v: isinstance(v, str), "a string (quote it)"),
-    "uuid": (_is_uuid, "a UUID string like '6f1c2f3e-1111-4a4a-9b9b-123456789abc'"),
+    "uuid": (is_uuid, "a UUID string like '6f1c2f3e-1111-4a4a-9b9b-123456789abc'"),
     "int": (_is_int, "a whole number like 5"),
     "number": (_is_number, "a number like 0.8"),
     "boolean": (lambda v: isinstance(v, bool), "true or false"),

@@ -55,6 +55,29 @@ BAD = [
 ]
 
 
+UUID = "6f1c2f3e-1111-4a4a-9b9b-123456789abc"
+HEX = UUID.replace("-", "")
+#: Text that uuid.UUID() reads as 128 bits but that is not RFC 4122's 8-4-4-4-12 hex digits:
+#: int() digits (non-ASCII, signs, underscores, spaces, 0x) and the other spellings alike.
+NOT_UUIDS = ["\u0660" * 32, "\uff16" + UUID[1:], " " * 31 + "1", "0x" + "0" * 30, "+" + HEX[1:], "-" + HEX[1:],
+             "6f1c_2f3e1111_4a4a9b9b123456789a", "{" + HEX, "{" + UUID + "}", "uuid:" + HEX, "urn:uuid:" + UUID,
+             HEX, HEX.upper(), UUID[:9] + "-" + UUID[9:], "6f1c2f3e1-111-4a4a-9b9b-123456789abc", UUID + "\n",
+             " " + UUID, UUID[:-1], UUID + "0", UUID.replace("a", "g"), ""]
+#: JSON integers past the largest double (about 1.8e308): float() overflows on them.
+HUGE = [10**400, -(10**400), 2**1024, 10**4299]
+LOCATION = {"longitude": 109.4, "district": "LIUNAN"}
+
+BAD += [(f"not a uuid {text!r}", alarm(alarm_id=text), "alarm_id", "is not a UUID; write 8-4-4-4-12 hex digits")
+        for text in NOT_UUIDS]
+BAD += [(f"huge integer {i} for a double", alarm(confidence=n), "confidence",
+         "digits is too large for a double: send a number between -1.7976931348623157e+308 and "
+         "1.7976931348623157e+308, or null") for i, n in enumerate(HUGE)]
+BAD += [("huge integer for a nested double", alarm(location={"latitude": 10**400, **LOCATION}), "location.latitude",
+         "an integer of 401 digits is too large for a double"),
+        ("huge integer for an int", alarm(count=-(10**400)), "count",
+         "an integer of 401 digits is out of range for int (-2147483648..2147483647)")]
+
+
 @pytest.mark.parametrize(("case", "record", "path", "problem"), BAD, ids=[b[0] for b in BAD])
 def test_bad_records_name_the_field_and_the_problem(
     catalog: SchemaCatalog, case: str, record: dict, path: str, problem: str
@@ -64,6 +87,36 @@ def test_bad_records_name_the_field_and_the_problem(
     found = {p.path: p.problem for p in info.value.problems}
     assert path in found, found
     assert problem in found[path]
+
+
+GOOD = [
+    ("uuid in lower case", {"alarm_id": UUID}, "alarm_id", UUID),
+    ("uuid in upper case, stored lower", {"alarm_id": UUID.upper()}, "alarm_id", UUID),
+    ("uuid in mixed case, stored lower", {"alarm_id": "6F1c2f3e-1111-4A4a-9b9B-123456789aBC"}, "alarm_id", UUID),
+    ("RFC 3339 Z", {"occurred_at": "2026-11-23T08:30:00Z"}, "occurred_at",
+     dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.timezone.utc)),
+    ("RFC 3339 lower case z", {"occurred_at": "2026-11-23T08:30:00z"}, "occurred_at",
+     dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.timezone.utc)),
+    ("RFC 3339 lower case t", {"occurred_at": "2026-11-23t08:30:00+08:00"}, "occurred_at",
+     dt.datetime(2026, 11, 23, 0, 30, tzinfo=dt.timezone.utc)),
+    ("RFC 3339 lower case t and z, with a fraction", {"occurred_at": "2026-11-23t08:30:00.250z"}, "occurred_at",
+     dt.datetime(2026, 11, 23, 8, 30, 0, 250000, tzinfo=dt.timezone.utc)),
+    ("integer for a double", {"confidence": 1}, "confidence", 1.0),
+    ("large integer for a double", {"confidence": -(10**308)}, "confidence", -1e308),
+    ("largest double, as an integer", {"confidence": int(1.7976931348623157e308)}, "confidence",
+     1.7976931348623157e308),
+    ("largest double", {"confidence": 1.7976931348623157e308}, "confidence", 1.7976931348623157e308),
+    ("integer for a nested double", {"location": {"latitude": 24, **LOCATION}}, "location",
+     {"latitude": 24.0, **LOCATION, "street": None, "grid_cell": None}),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "name", "want"), GOOD, ids=[g[0] for g in GOOD])
+def test_good_values_at_the_edges_are_accepted(
+    catalog: SchemaCatalog, case: str, change: dict, name: str, want: object
+) -> None:
+    datum = to_datum(catalog.get("camera_alarm"), alarm(**change))
+    assert datum[name] == want and type(datum[name]) is type(want)
 
 
 def test_every_problem_is_reported_at_once(catalog: SchemaCatalog) -> None:

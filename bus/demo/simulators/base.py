@@ -42,8 +42,8 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     #: The status line and headers go out in one write and the body in another; with Nagle's
-    #: algorithm the body then waits for the client's delayed ACK (40 ms on Linux), which
-    #: capped a keep-alive connection at about 23 requests/s.
+    #: algorithm the body would wait for the client's delayed ACK (40 ms on Linux), about 23
+    #: requests/s per keep-alive connection at most (docs/connectors.md).
     disable_nagle_algorithm = True
 
     def reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
